@@ -5,4 +5,7 @@ d = { 'settings': { 'branch': 'main',
                 'doc_host': 'https://llmcourse.github.io',
                 'git_url': 'https://github.com/llmcourse/llmcourse',
                 'lib_path': 'llmcourse'},
-  'syms': {}}
+  'syms': { 'llmcourse.data': { 'llmcourse.data.asset_path': ('data.html#asset_path', 'llmcourse/data.py'),
+                                'llmcourse.data.read_text': ('data.html#read_text', 'llmcourse/data.py'),
+                                'llmcourse.data.shared_data_dir': ('data.html#shared_data_dir', 'llmcourse/data.py'),
+                                'llmcourse.data.tinystories_sample': ('data.html#tinystories_sample', 'llmcourse/data.py')}}}
