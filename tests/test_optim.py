@@ -58,14 +58,14 @@ def test_cross_entropy_z_loss_and_ignore_index():
     logits, targets = torch.randn(5, 20).double(), torch.randint(0, 20, (5,))
     lse = torch.logsumexp(logits, -1)
     nll = lse - logits[torch.arange(5), targets]
-    torch.testing.assert_close(cross_entropy(logits, targets, z_loss=1e-2), (nll + 1e-2 * lse**2).mean().float())
+    torch.testing.assert_close(cross_entropy(logits, targets, z_loss=1e-2), (nll + 1e-2 * lse**2).mean())
     targets[1] = targets[3] = -100
     keep = targets != -100
     torch.testing.assert_close(cross_entropy(logits, targets, ignore_index=-100),
-                               F.cross_entropy(logits, targets, ignore_index=-100).float())
+                               F.cross_entropy(logits, targets, ignore_index=-100))
     lse_k = lse[keep]
     nll_k = lse_k - logits[keep].gather(-1, targets[keep, None]).squeeze(-1)
-    torch.testing.assert_close(cross_entropy(logits, targets, z_loss=1e-2, ignore_index=-100), (nll_k + 1e-2 * lse_k**2).mean().float())
+    torch.testing.assert_close(cross_entropy(logits, targets, z_loss=1e-2, ignore_index=-100), (nll_k + 1e-2 * lse_k**2).mean())
 
 
 def test_cross_entropy_bad_inputs():
@@ -79,11 +79,43 @@ def test_cross_entropy_bad_inputs():
                                F.cross_entropy(logits, torch.tensor([0, 1, 2, 3])))
 
 
+def test_cross_entropy_z_loss_gradient_matches_autograd():
+    torch.manual_seed(0)
+    logits, targets = torch.randn(3, 4, 40), torch.randint(0, 40, (3, 4))
+    targets[0, 0] = -1
+    x64 = logits.double().requires_grad_()
+    keep = targets != -1
+    lse = torch.logsumexp(x64, -1)
+    per = lse - x64.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1) + 0.1 * lse**2
+    (per[keep].mean()).backward()
+    x = logits.clone().requires_grad_()
+    cross_entropy(x, targets, z_loss=0.1, ignore_index=-1).backward()
+    torch.testing.assert_close(x.grad, x64.grad.float(), atol=1e-7, rtol=1e-5)
+    assert x.grad[0, 0].abs().max() == 0
+
+
+def test_cross_entropy_float64_and_degenerate_batches():
+    torch.manual_seed(0)
+    x, t = torch.randn(5, 7, dtype=torch.float64), torch.randint(0, 7, (5,))
+    out = cross_entropy(x, t)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, F.cross_entropy(x, t), atol=1e-12, rtol=0)
+    assert torch.isnan(cross_entropy(torch.randn(0, 7), torch.zeros(0, dtype=torch.long)))  # as F.cross_entropy
+    all_ignored = torch.full((5,), -100)
+    assert torch.isnan(cross_entropy(x, all_ignored, ignore_index=-100))
+    with pytest.raises(ValueError, match='z_loss=-1'): cross_entropy(x, t, z_loss=-1)
+
+
 def test_cross_entropy_traces_without_graph_breaks():
     torch._dynamo.reset()
     fn = torch.compile(cross_entropy, backend='aot_eager', fullgraph=True)
-    logits, targets = torch.randn(6, 12, requires_grad=True), torch.randint(0, 12, (6,))
-    torch.testing.assert_close(fn(logits, targets), F.cross_entropy(logits, targets))
+    a = torch.randn(6, 12, requires_grad=True)
+    b = a.detach().clone().requires_grad_()
+    targets = torch.randint(0, 12, (6,))
+    fn(a, targets, z_loss=1e-3).backward()
+    cross_entropy(b, targets, z_loss=1e-3).backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    torch.testing.assert_close(fn(a, targets), F.cross_entropy(a, targets))
 
 
 # ---------------------------------------------------------------- SGD toy
@@ -237,6 +269,9 @@ def test_adamw_bad_hyperparameters(kw, msg):
 def test_adamw_bad_group_hyperparameters_and_sparse_grads():
     p, q = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
     with pytest.raises(ValueError, match='lr=-0.5'): AdamW([{'params': [p]}, {'params': [q], 'lr': -0.5}])
+    opt = AdamW([p])
+    with pytest.raises(ValueError, match=r'betas\[1\]=1.5'): opt.add_param_group({'params': [q], 'betas': (0.9, 1.5)})
+    assert len(opt.param_groups) == 1  # the bad group was not added
     emb = torch.nn.Embedding(10, 3, sparse=True)
     emb(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(RuntimeError, match='sparse'): AdamW(emb.parameters()).step()
