@@ -56,7 +56,7 @@ def shared_data_dir() -> Path:
             if (d / 'shared' / 'data').is_dir(): return d / 'shared' / 'data'
     raise FileNotFoundError("no shared/data folder found: set LLMCOURSE_SHARED_DATA to the folder of shared corpora")
 
-# %% ../nbs/00a_data.ipynb #f6dc0881
+# %% ../nbs/00a_data.ipynb #c475896a
 @dataclass(frozen=True)
 class RemoteFile:
     "One file of a downloadable corpus and what it must look like once fetched; None where a value is unknown."
@@ -80,7 +80,7 @@ CORPORA = {
         RemoteFile('owt_valid.txt', f'{HF}/stanford-cs336/owt-sample/resolve/main/owt_valid.txt.gz', gunzip=True, raw_size=289_998_753)),
 }
 
-# %% ../nbs/00a_data.ipynb #44ec3e96
+# %% ../nbs/00a_data.ipynb #4f076f17
 def sha256_file(path: str | Path, # file to hash
                ) -> str:
     "Hex sha256 of a file, read in 4 MiB blocks."
@@ -137,7 +137,7 @@ def _fetch(url: str, part: Path, offset: int, progress: bool, timeout: float, ch
         raise ConnectionError(f"{url}: transfer stopped after {got:,} of {total:,} bytes; "
                               f"{part} is kept: run the same download again to resume")
 
-# %% ../nbs/00a_data.ipynb #f31454dd
+# %% ../nbs/00a_data.ipynb #9ff229a0
 def download(url: str,                  # http(s) URL of the file
              dest: str | Path,          # final path; bytes arrive in `dest.part` until complete
              size: int | None = None,   # expected size in bytes, checked when given
@@ -163,7 +163,7 @@ def download(url: str,                  # http(s) URL of the file
     os.replace(part, dest)
     return dest
 
-# %% ../nbs/00a_data.ipynb #93013878
+# %% ../nbs/00a_data.ipynb #b50564d2
 def gunzip_file(src: str | Path,             # a .gz file
                 dest: str | Path,            # where the decompressed bytes go (via `dest.part`)
                 raw_size: int | None = None, # expected decompressed size, checked when given
@@ -203,7 +203,7 @@ def download_corpus(name: str,                      # a key of CORPORA: 'tinysto
         out.append(final)
     return out
 
-# %% ../nbs/00a_data.ipynb #9fc57ffc
+# %% ../nbs/00a_data.ipynb #1d8b8e00
 def token_dtype(vocab_size: int, # number of token ids
                ) -> np.dtype:
     "The smallest unsigned little-endian dtype that holds every id below `vocab_size`: uint16 up to 65,536, else uint32."
@@ -219,11 +219,11 @@ def index_path(path: str | Path) -> Path:
     "The document-offset index of a token file: `OUT.idx.npy` next to `OUT`."
     return Path(str(path) + '.idx.npy')
 
-# %% ../nbs/00a_data.ipynb #5c93fac8
+# %% ../nbs/00a_data.ipynb #f009a610
 def find_chunk_boundaries(path: str | Path,           # a UTF-8 text file
                           special_tokens: list[str],  # the tokenizer's special tokens
                           split_token: str = '<|endoftext|>', # cut only where this special token starts
-                          chunk_bytes: int = 1 << 24, # aimed-for chunk size; a chunk runs on to the next `split_token`
+                          chunk_bytes: int = 1 << 22, # aimed-for chunk size; a chunk runs on to the next `split_token`
                          ) -> list[int]:
     "Byte offsets [0, ..., size] cutting `path` only where `split_token` starts and no special token straddles the cut."
     size, delim = os.path.getsize(path), split_token.encode()
@@ -249,7 +249,7 @@ def find_chunk_boundaries(path: str | Path,           # a UTF-8 text file
             target = found + chunk_bytes
     return bounds + [size]
 
-# %% ../nbs/00a_data.ipynb #4c95e483
+# %% ../nbs/00a_data.ipynb #e57a959e
 _worker_tokenizer = None
 
 def _init_worker(tok):
@@ -275,7 +275,7 @@ def _encoded_spans(tok, jobs, workers):
     with multiprocessing.get_context().Pool(workers, initializer=_init_worker, initargs=(tok,)) as pool:
         yield from pool.imap(_encode_span, jobs)
 
-# %% ../nbs/00a_data.ipynb #e59e38fd
+# %% ../nbs/00a_data.ipynb #4c2829d3
 def _atomic_write(path: Path, write):
     "Call `write(file)` on `path.part`, then rename it to `path`."
     tmp = path.with_name(path.name + '.part')
@@ -290,7 +290,7 @@ def tokenize_file(tok,                             # a tokenizer: .encode(str) -
                   output: str | Path,              # token file to write; OUT.json and OUT.idx.npy go beside it
                   workers: int | None = None,      # processes; None uses every core
                   split_token: str = '<|endoftext|>', # document delimiter, and where chunks may be cut
-                  chunk_bytes: int = 1 << 24,      # bytes of text per work item
+                  chunk_bytes: int = 1 << 22,      # bytes of text per work item
                   progress: bool = True,           # show a tqdm progress bar
                   tokenizer_name: str | None = None, # recorded in the sidecar JSON
                  ) -> dict:
@@ -303,7 +303,8 @@ def tokenize_file(tok,                             # a tokenizer: .encode(str) -
     can_split = split_token in specials
     bounds = find_chunk_boundaries(input, specials, split_token, chunk_bytes) if can_split else [0, input.stat().st_size]
     jobs = [(str(input), a, b, dtype.str) for a, b in zip(bounds, bounds[1:])]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1  # the cores we may use
+    workers = max(1, min(workers or cores, len(jobs)))
     eot = tok.encode(split_token)[0] if can_split else None
     output.parent.mkdir(parents=True, exist_ok=True)
     num_tokens, ends = 0, []
@@ -323,7 +324,7 @@ def tokenize_file(tok,                             # a tokenizer: .encode(str) -
     _atomic_write(sidecar_path(output), lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return meta
 
-# %% ../nbs/00a_data.ipynb #30cb93f8
+# %% ../nbs/00a_data.ipynb #0f6938e4
 def load_tokens(path: str | Path,          # token file written by `tokenize_file` / `python -m llmcourse.data tokenize`
                 check_ids: bool = True,    # scan for ids >= vocab_size (one pass over the file, in chunks)
                 chunk_tokens: int = 1 << 24, # tokens per chunk of that scan
@@ -363,7 +364,7 @@ def load_doc_offsets(path: str | Path, # token file
     if not p.is_file(): raise FileNotFoundError(f"no document index {p} beside {path}")
     return np.load(p)
 
-# %% ../nbs/00a_data.ipynb #0557a1b7
+# %% ../nbs/00a_data.ipynb #b5ec9282
 def _windows(dataset, starts: np.ndarray, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     "Inputs dataset[s:s+length] and targets dataset[s+1:s+length+1] for each start s, as int64 on `device`."
     idx = starts[:, None] + np.arange(length + 1)                    # (B, length + 1)
@@ -390,7 +391,7 @@ def get_batch(dataset: np.ndarray,   # 1-D token ids (np.ndarray or np.memmap)
     starts = torch.randint(0, n - context_length, (batch_size,), generator=generator).numpy()
     return _windows(dataset, starts, context_length, device)
 
-# %% ../nbs/00a_data.ipynb #3edea3f6
+# %% ../nbs/00a_data.ipynb #fa0d2cb1
 def eval_batches(dataset: np.ndarray,   # 1-D token ids of the validation split
                  batch_size: int,       # windows per batch (the last batch may have fewer)
                  context_length: int,   # T: tokens per window
@@ -406,7 +407,7 @@ def eval_batches(dataset: np.ndarray,   # 1-D token ids of the validation split
         yield _windows(dataset, np.arange(s, min(s + batch_size, num_windows)) * context_length, context_length, device)
     if tail and not drop_tail: yield _windows(dataset, np.array([num_windows * context_length]), tail, device)
 
-# %% ../nbs/00a_data.ipynb #7eca6fb8
+# %% ../nbs/00a_data.ipynb #e0a1972e
 class BatchPrefetcher:
     "Iterator of `get_batch` batches drawn by a background thread, up to `num_prefetch` ahead of the training loop."
     def __init__(self, dataset: np.ndarray,   # 1-D token ids
@@ -463,7 +464,7 @@ class BatchPrefetcher:
     def __del__(self):
         if hasattr(self, '_stop'): self.close()
 
-# %% ../nbs/00a_data.ipynb #1c5e24ed
+# %% ../nbs/00a_data.ipynb #1b57c022
 def load_tokenizer(tokenizer: str | Path | None = None, # folder written by `Tokenizer.save`
                    vocab: str | Path | None = None,     # GPT-2-format vocab.json (with `merges`)
                    merges: str | Path | None = None,    # GPT-2-format merges.txt (with `vocab`)
@@ -481,7 +482,7 @@ def load_tokenizer(tokenizer: str | Path | None = None, # folder written by `Tok
         if not Path(p).is_file(): raise FileNotFoundError(f"no such file: {p}")
     return Tokenizer.from_files(vocab, merges, special_tokens)
 
-# %% ../nbs/00a_data.ipynb #6800c9be
+# %% ../nbs/00a_data.ipynb #f552dfdb
 def main(argv: list[str] | None = None, # command-line arguments (sys.argv[1:] by default)
         ):
     "`python -m llmcourse.data download {tinystories,owt}` and `python -m llmcourse.data tokenize ...`."
@@ -500,13 +501,14 @@ def main(argv: list[str] | None = None, # command-line arguments (sys.argv[1:] b
     t.add_argument('--input', required=True, help='UTF-8 text file, documents separated by <|endoftext|>')
     t.add_argument('--output', required=True, help='token file to write (OUT.json and OUT.idx.npy go beside it)')
     t.add_argument('--workers', type=int, default=None, help='processes (default: every core)')
-    t.add_argument('--chunk_bytes', '--chunk-bytes', type=int, default=1 << 24, help='bytes of text per work item (default: 16 MiB)')
+    t.add_argument('--chunk_bytes', '--chunk-bytes', type=int, default=1 << 22, help='bytes of text per work item (default: 4 MiB)')
     t.add_argument('--no_progress', '--no-progress', action='store_true', help='no progress bar')
     args = ap.parse_args(argv)
     try:
         if args.command == 'download':
             for p in download_corpus(args.corpus, args.dest, not args.no_progress, args.keep_gz): print(p)
         else:
+            if not Path(args.input).is_file(): raise FileNotFoundError(f"no such input file: {args.input}")  # before a slow tokenizer load
             tok = load_tokenizer(args.tokenizer, args.vocab, args.merges, args.special_tokens)
             name = args.tokenizer or f'{args.vocab} {args.merges}'
             meta = tokenize_file(tok, args.input, args.output, args.workers, chunk_bytes=args.chunk_bytes,
@@ -514,6 +516,6 @@ def main(argv: list[str] | None = None, # command-line arguments (sys.argv[1:] b
             print(f"{args.output}: {meta['num_tokens']:,} tokens ({meta['dtype']}), {meta['num_documents']:,} documents")
     except (OSError, ValueError) as e: ap.exit(1, f"{ap.prog}: error: {e}\n")
 
-# %% ../nbs/00a_data.ipynb #f7e14a85
+# %% ../nbs/00a_data.ipynb #9e23a0d8
 #| eval: false
 if __name__ == '__main__': main()

@@ -1,12 +1,12 @@
 """Token files (tokenize CLI, sidecar, document index, load_tokens) and training/evaluation batches."""
-import json, math, subprocess, sys
+import json, math, os, subprocess, sys
 from collections import Counter
 from pathlib import Path
 import numpy as np
 import pytest
 import tiktoken
 import torch
-from llmcourse.data import (BatchPrefetcher, eval_batches, find_chunk_boundaries, get_batch, load_doc_offsets, load_tokens,
+from llmcourse.data import (BatchPrefetcher, eval_batches, find_chunk_boundaries, get_batch, load_doc_offsets, load_tokens, main,
                             shared_data_dir, tinystories_sample, token_dtype, tokenize_file)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,3 +170,42 @@ def test_prefetcher_forwards_errors():
     it = BatchPrefetcher(np.arange(100), 2, 8, 'cuda:99')
     with pytest.raises((RuntimeError, AssertionError)): next(it)
     assert not it._thread.is_alive()
+
+def run_cli(*args):
+    env = os.environ | {'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
+    return subprocess.run([sys.executable, '-m', 'llmcourse.data', *map(str, args)], capture_output=True, text=True, env=env)
+
+GPT2_FILES = ('--vocab', FIX/'gpt2_vocab.json', '--merges', FIX/'gpt2_merges.txt', '--special_tokens', EOT)
+
+def test_cli_tokenize_equals_single_process_encode(text_file, tmp_path):
+    Tokenizer = pytest.importorskip('llmcourse.tokenizer').Tokenizer
+    tok = Tokenizer.from_files(FIX/'gpt2_vocab.json', FIX/'gpt2_merges.txt', [EOT])
+    text = text_file.read_text(encoding='utf-8')
+    want = tok.encode(text)
+    assert want == gpt2_reference().encode(text, allowed_special={EOT})
+    out = tmp_path/'a'/'valid.bin'
+    r = run_cli('tokenize', *GPT2_FILES, '--input', text_file, '--output', out, '--workers', 2, '--chunk_bytes', 8192, '--no_progress')
+    assert r.returncode == 0, r.stderr
+    assert load_tokens(out).tolist() == want
+    meta = json.loads((tmp_path/'a'/'valid.bin.json').read_text())
+    assert (meta['dtype'], meta['num_tokens'], meta['vocab_size'], meta['num_documents']) == ('uint16', len(want), 50_257, 101)
+    assert load_doc_offsets(out)[-1] == len(want)
+    # The same through a tokenizer folder saved with tok.save.
+    tok.save(tmp_path/'tok')
+    main(['tokenize', '--tokenizer', str(tmp_path/'tok'), '--input', str(text_file), '--output', str(tmp_path/'b.bin'),
+          '--workers', '1', '--no_progress'])
+    assert load_tokens(tmp_path/'b.bin').tolist() == want
+
+def test_cli_errors_name_the_file(tmp_path, capsys):
+    pytest.importorskip('llmcourse.tokenizer')
+    def fails(*args):
+        with pytest.raises(SystemExit) as e: main(['tokenize', *map(str, args), '--no_progress'])
+        assert e.value.code == 1
+        return capsys.readouterr().err
+    assert 'nope.txt' in fails(*GPT2_FILES, '--input', tmp_path/'nope.txt', '--output', tmp_path/'o.bin')
+    bad = tmp_path/'latin1.txt'
+    bad.write_bytes('caf\xe9 au lait'.encode('latin-1'))
+    assert 'latin1.txt is not UTF-8' in fails(*GPT2_FILES, '--input', bad, '--output', tmp_path/'o.bin')
+    assert 'no tokenizer folder' in fails('--tokenizer', tmp_path/'none', '--input', bad, '--output', tmp_path/'o.bin')
+    assert 'vocab' in fails('--vocab', FIX/'gpt2_vocab.json', '--input', bad, '--output', tmp_path/'o.bin')
+    assert not list(tmp_path.glob('o.bin*'))
