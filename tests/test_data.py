@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tiktoken
 import torch
+from llmcourse.tokenizer import Tokenizer
 from llmcourse.data import (BatchPrefetcher, eval_batches, find_chunk_boundaries, get_batch, load_doc_offsets, load_tokens, main,
                             shared_data_dir, tinystories_sample, token_dtype, tokenize_file)
 
@@ -178,7 +179,6 @@ def run_cli(*args):
 GPT2_FILES = ('--vocab', FIX/'gpt2_vocab.json', '--merges', FIX/'gpt2_merges.txt', '--special_tokens', EOT)
 
 def test_cli_tokenize_equals_single_process_encode(text_file, tmp_path):
-    Tokenizer = pytest.importorskip('llmcourse.tokenizer').Tokenizer
     tok = Tokenizer.from_files(FIX/'gpt2_vocab.json', FIX/'gpt2_merges.txt', [EOT])
     text = text_file.read_text(encoding='utf-8')
     want = tok.encode(text)
@@ -197,7 +197,6 @@ def test_cli_tokenize_equals_single_process_encode(text_file, tmp_path):
     assert load_tokens(tmp_path/'b.bin').tolist() == want
 
 def test_cli_errors_name_the_file(tmp_path, capsys):
-    pytest.importorskip('llmcourse.tokenizer')
     def fails(*args):
         with pytest.raises(SystemExit) as e: main(['tokenize', *map(str, args), '--no_progress'])
         assert e.value.code == 1
