@@ -174,10 +174,10 @@ def gunzip_file(src: str | Path,             # a .gz file
     src, dest = Path(src), Path(dest)
     part = dest.with_name(dest.name + '.part')
     try:
-        with gzip.open(src, 'rb') as fi, open(part, 'wb') as fo, tqdm(total=src.stat().st_size, unit='B', unit_scale=True,
-                                                                     desc=f'gunzip {src.name}', disable=not progress) as bar:
+        with open(src, 'rb') as raw, gzip.GzipFile(fileobj=raw) as fi, open(part, 'wb') as fo, \
+             tqdm(total=src.stat().st_size, unit='B', unit_scale=True, desc=f'gunzip {src.name}', disable=not progress) as bar:
             while block := fi.read(1 << 22):
-                fo.write(block); bar.update(fi.fileobj.tell() - bar.n)
+                fo.write(block); bar.update(raw.tell() - bar.n)  # progress in compressed bytes read
         _check_file(part, raw_size, None, f"decompressing {src}")
     except (OSError, EOFError, ValueError) as e:
         part.unlink(missing_ok=True)
@@ -308,6 +308,7 @@ def tokenize_file(tok,                             # a tokenizer: .encode(str) -
     workers = max(1, min(workers or cores, len(jobs)))
     eot = tok.encode(split_token)[0] if can_split else None
     output.parent.mkdir(parents=True, exist_ok=True)
+    sidecar_path(output).unlink(missing_ok=True)  # a stale sidecar must not vouch for a token file being rewritten
     num_tokens, ends = 0, []
     def write_tokens(f):
         nonlocal num_tokens
