@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse, gzip, hashlib, http.client, json, multiprocessing, os, queue, re, threading, urllib.error, urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlparse
 import numpy as np
 import torch
@@ -386,6 +387,7 @@ def get_batch(dataset: np.ndarray,   # 1-D token ids (np.ndarray or np.memmap)
     "Random windows x (B, T) and next-token targets y = x shifted by one, as LongTensors on `device`."
     dataset = dataset if isinstance(dataset, np.ndarray) else np.asarray(dataset)
     if dataset.ndim != 1: raise ValueError(f"dataset must be 1-D token ids, got shape {dataset.shape}")
+    if batch_size < 1 or context_length < 1: raise ValueError(f"batch_size and context_length must be >= 1, got {batch_size}, {context_length}")
     n = len(dataset)
     if n < context_length + 1:
         raise ValueError(f"dataset has {n:,} tokens; a window needs context_length + 1 = {context_length + 1:,}")
@@ -394,20 +396,25 @@ def get_batch(dataset: np.ndarray,   # 1-D token ids (np.ndarray or np.memmap)
     return _windows(dataset, starts, context_length, device)
 
 # %% ../nbs/00a_data.ipynb #b08e72b1
+def _sequential_windows(dataset, n: int, context_length: int, batch_size: int, device, drop_tail: bool):
+    num_windows, tail = divmod(n - 1, context_length)
+    for s in range(0, num_windows, batch_size):
+        yield _windows(dataset, np.arange(s, min(s + batch_size, num_windows)) * context_length, context_length, device)
+    if tail and not drop_tail: yield _windows(dataset, np.array([num_windows * context_length]), tail, device)
+
 def eval_batches(dataset: np.ndarray,   # 1-D token ids of the validation split
                  batch_size: int,       # windows per batch (the last batch may have fewer)
                  context_length: int,   # T: tokens per window
                  device: str | torch.device, # where x and y go
                  drop_tail: bool = False, # skip the final short window instead of yielding it
-                ):
-    "Yield (x, y) over non-overlapping windows so that each of the n - 1 targets appears exactly once; the tail is a final (1, r) batch."
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    "(x, y) batches of non-overlapping windows in which each of the n - 1 targets appears exactly once; the tail is a final (1, r) batch."
     dataset = dataset if isinstance(dataset, np.ndarray) else np.asarray(dataset)
     n = len(dataset)
     if dataset.ndim != 1 or n < 2: raise ValueError(f"dataset must be 1-D with at least 2 tokens, got shape {dataset.shape}")
-    num_windows, tail = divmod(n - 1, context_length)
-    for s in range(0, num_windows, batch_size):
-        yield _windows(dataset, np.arange(s, min(s + batch_size, num_windows)) * context_length, context_length, device)
-    if tail and not drop_tail: yield _windows(dataset, np.array([num_windows * context_length]), tail, device)
+    if batch_size < 1 or context_length < 1: raise ValueError(f"batch_size and context_length must be >= 1, got {batch_size}, {context_length}")
+    # The generator is a separate function so that the checks above run at the call, not at the first next().
+    return _sequential_windows(dataset, n, context_length, batch_size, device, drop_tail)
 
 # %% ../nbs/00a_data.ipynb #a80e0cd2
 class BatchPrefetcher:

@@ -142,6 +142,9 @@ def test_get_batch_from_memmap_and_errors(tmp_path):
     assert x[:, 0].tolist() == [0] * 4 and y[0, -1] == 49
     with pytest.raises(ValueError, match='context_length \\+ 1 = 51'): get_batch(np.arange(50), 4, 50, 'cpu')
     with pytest.raises(ValueError, match='1-D'): get_batch(np.zeros((4, 40)), 2, 8, 'cpu')
+    with pytest.raises(ValueError, match='>= 1'): get_batch(np.arange(50), 4, 0, 'cpu')
+    with pytest.raises(ValueError, match='>= 1'): eval_batches(np.arange(50), 4, 0, 'cpu')
+    with pytest.raises(ValueError, match='at least 2 tokens'): eval_batches(np.arange(1), 4, 8, 'cpu')
 
 def test_get_batch_bad_device_raises_torch_error():
     with pytest.raises((RuntimeError, AssertionError)): get_batch(np.arange(100), 4, 8, 'cuda:99')
