@@ -91,9 +91,10 @@ def expectations(nb_path: Path, nbs: Path | None = None) -> dict:
             tables += _n_tables(h); figures += _n_imgs(h)
             md_images += re.findall(r'<img\b[^>]*\bsrc="([^"]*)"', h)
             blocks = _Blocks(); blocks.feed(h)
-            if title is None and (m := re.search(r'^#\s+(\S.*?)\s*$', src, re.M)):
-                title = m.group(1)
-                if m := re.search(r'^>\s+(\S.*?)\s*$', src, re.M): subtitle = m.group(1)
+            if title is None and re.search(r'^#\s+\S', src, re.M):   # nbdev's rule for the title cell
+                # as displayed: markdown in the title (`# The *KV* cache`) is rendered on the page too
+                title = next((norm_text(t) for tag, t in blocks.blocks if tag == 'h1'), None)
+                subtitle = next((norm_text(t) for tag, t in blocks.blocks if tag == 'blockquote'), None)
                 blocks.blocks = [b for b in blocks.blocks if b[0] not in ('h1', 'blockquote')]
                 intro = next((norm_text(t)[:70] for tag, t in blocks.blocks if tag == 'p' and norm_text(t)), None)
                 continue
@@ -233,7 +234,7 @@ def inspect_page(page: Path, browser: str) -> dict:
     src = page.read_text(encoding='utf-8')
     probe.write_text(src.replace('</body>', _CHECK_JS + '\n</body>') if '</body>' in src else src + _CHECK_JS, encoding='utf-8')
     try:
-        r = _chrome(browser, ['--virtual-time-budget=5000', '--dump-dom', probe.as_uri()])
+        r = _chrome(browser, ['--dump-dom', probe.as_uri()])   # Chromium prints the DOM once the page has loaded
     finally: probe.unlink()
     m = re.search(rf'<pre id="{CHECK_ID}"[^>]*>(.*?)</pre>', r.stdout, re.S)
     if not m: raise RuntimeError(f'{browser} rendered no check result for {page} (exit {r.returncode}):\n{r.stderr[-2000:]}')
