@@ -126,7 +126,9 @@ def _quarto_shim(nb, pages: dict[str, str]):
             from nbdev.frontmatter import _fm2dict
             fm = _fm2dict(cell.source)
             src = f"# {fm.get('title', '')}"
-            if fm.get('description'): src += f"\n\n<p class=\"description\">{html.escape(fm['description'])}</p>"
+            if fm.get('description'):   # Quarto renders the description as markdown (`code`, *emphasis*)
+                desc = re.sub(r'^<p>|</p>\s*$', '', _md2html(fm['description']).strip())
+                src += f'\n\n<p class="description">{desc}</p>'
             out.append(nbformat.v4.new_markdown_cell(src)); continue
         if cell.cell_type == 'markdown':
             cell.source = re.sub(r'\]\(([^)\s:#]+)\.ipynb(#[^)]*)?\)',
@@ -146,8 +148,19 @@ def _quarto_shim(nb, pages: dict[str, str]):
     nb.cells = out
     return nb
 
-def render(nbs: Path, out: Path, notebooks: list[Path] | None = None) -> dict[str, Path]:
-    "Process `notebooks` (default: the site's) as nbdev does for Quarto and render them into `out`; page name -> path."
+ERRORS_FILE = '_render_errors.json'
+
+def _explain(nb_path: Path, e: Exception) -> str:
+    msg = f'{type(e).__name__}: {e}'
+    if e.__cause__ is not None: msg += f'\n  caused by {type(e.__cause__).__name__}: {e.__cause__}'
+    if isinstance(e.__cause__, NameError):
+        msg += ('\n  While building the docs nbdev runs the export cells, the show_doc cells and every cell that imports'
+                ' something, in a fresh shell: a lesson cell that imports a module and uses earlier results fails there'
+                ' (and in the GitHub Pages deploy). Move its import into the notebook\'s imports cell.')
+    return msg
+
+def render(nbs: Path, out: Path, notebooks: list[Path] | None = None) -> tuple[dict[str, Path], dict[str, str]]:
+    "Process `notebooks` (default: the site's) as nbdev does for Quarto, render them into `out`: pages, errors by notebook."
     import nbformat
     from execnb.nbio import read_nb, nb2dict
     from nbdev.processors import FilterDefaults
@@ -168,14 +181,17 @@ def render(nbs: Path, out: Path, notebooks: list[Path] | None = None) -> dict[st
     c.TagRemovePreprocessor.remove_all_outputs_tags = {'remove_output'}
     c.HTMLExporter.exclude_input_prompt = c.HTMLExporter.exclude_output_prompt = True
     exporter = HTMLExporter(config=c, template_name='lab')
-    res, old = {}, os.environ.get('IN_TEST')
+    res, errors, old = {}, {}, os.environ.get('IN_TEST')
     os.environ['IN_TEST'] = '1'   # as nbdev's serve_drv sets while it processes
     try:
         for nb_path in notebooks:
             nb = read_nb(nb_path)
-            with warnings.catch_warnings():
-                warnings.filterwarnings('ignore', message='Found cells containing imports and other code')
-                FilterDefaults()(nb)
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings('ignore', message='Found cells containing imports and other code')
+                    FilterDefaults()(nb)
+            except Exception as e:
+                errors[nb_path.name] = _explain(nb_path, e); continue
             nb = _quarto_shim(nb, pages)
             node = nbformat.reads(json.dumps(nb2dict(nb)), as_version=4)   # joins the line lists nb2dict writes
             title = next((c.source.splitlines()[0][2:] for c in node.cells
@@ -188,7 +204,8 @@ def render(nbs: Path, out: Path, notebooks: list[Path] | None = None) -> dict[st
     finally:
         if old is None: os.environ.pop('IN_TEST', None)
         else: os.environ['IN_TEST'] = old
-    return res
+    (out/ERRORS_FILE).write_text(json.dumps(errors, indent=1))
+    return res, errors
 
 # --- headless Chromium ----------------------------------------------------------------------------------------------
 
@@ -279,13 +296,15 @@ def main(argv=None):
     os.chdir(ROOT)   # nbdev reads settings.ini from the working directory up
     if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))   # show_doc cells import llmcourse from this checkout
     nbs = Path(a.nbs)
-    pages = render(nbs, Path(a.out))
+    pages, errors = render(nbs, Path(a.out))
     print(f"rendered {len(pages)} page(s) into {a.out}")
-    if a.no_check: return 0
+    for nb, e in errors.items(): print(f"FAIL {nb}: nbdev's docs processing failed\n       {e}")
+    if a.no_check: return 1 if errors else 0
     browser = find_browser()
     if not browser: print('no Chromium-family browser found: nothing checked', file=sys.stderr); return 2
-    failed = 0
+    failed = len(errors)
     for nb in site_notebooks(nbs):
+        if nb.name in errors: continue
         exp = expectations(nb, nbs)
         seen = inspect_page(pages[exp['page']], browser)
         bad = problems(exp, seen)
