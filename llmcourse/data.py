@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_data.ipynb #51a76ed3
 from __future__ import annotations
-import argparse, gzip, hashlib, http.client, json, multiprocessing, os, queue, re, threading, urllib.error, urllib.request
+import argparse, gzip, hashlib, http.client, json, multiprocessing, os, queue, re, threading, urllib.error, urllib.request, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -303,6 +303,9 @@ def tokenize_file(tok,                             # a tokenizer: .encode(str) -
     specials = list(tok.special_tokens or [])
     # Cutting is exact only at a special token: pre-tokenization never crosses one, so the pieces encode independently.
     can_split = split_token in specials
+    if not can_split:
+        warnings.warn(f"{split_token!r} is not a special token of this tokenizer: {input} is encoded in one piece, by one "
+                      "process, and the document index holds a single document")
     bounds = find_chunk_boundaries(input, specials, split_token, chunk_bytes) if can_split else [0, input.stat().st_size]
     jobs = [(str(input), a, b, dtype.str) for a, b in zip(bounds, bounds[1:])]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1  # the cores we may use
@@ -338,7 +341,7 @@ def load_tokens(path: str | Path,          # token file written by `tokenize_fil
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: {path} needs the sidecar JSON that `python -m llmcourse.data tokenize` "
                                 "writes (it records the dtype)")
-    try: meta = json.loads(meta_path.read_text())
+    try: meta = json.loads(meta_path.read_text(encoding='utf-8'))
     except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{meta_path} is not valid JSON ({e})") from None
     if not isinstance(meta, dict) or (missing := {'dtype', 'vocab_size'} - set(meta)):
         raise ValueError(f"{meta_path} lacks {sorted(missing) if isinstance(meta, dict) else 'a JSON object'}")

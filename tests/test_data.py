@@ -211,3 +211,10 @@ def test_cli_errors_name_the_file(tmp_path, capsys):
     assert 'no tokenizer folder' in fails('--tokenizer', tmp_path/'none', '--input', bad, '--output', tmp_path/'o.bin')
     assert 'vocab' in fails('--vocab', FIX/'gpt2_vocab.json', '--input', bad, '--output', tmp_path/'o.bin')
     assert not list(tmp_path.glob('o.bin*'))
+
+def test_no_special_token_means_one_piece(text_file, tmp_path):
+    plain = RefTokenizer(); plain.special_tokens = []
+    with pytest.warns(UserWarning, match='not a special token'):
+        meta = tokenize_file(plain, text_file, tmp_path/'p.bin', workers=2, chunk_bytes=1000, progress=False)
+    text = text_file.read_text(encoding='utf-8')
+    assert meta['num_documents'] == 1 and load_tokens(tmp_path/'p.bin').tolist() == plain.encode(text)
