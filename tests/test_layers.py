@@ -278,3 +278,16 @@ def test_bad_module_arguments_and_inputs():
     with pytest.raises(ValueError, match='in_features must be a positive int'): Linear(0, 4)
     with pytest.raises(ValueError, match='exceeds context_length=16'): TransformerLM(**CFG)(torch.zeros(1, 17, dtype=torch.long))
     with pytest.raises(ValueError, match='exceeds max_seq_len=8'): RotaryPositionalEmbedding(10000.0, 16, 8)(torch.randn(9, 16))
+
+
+# ---- parameter counts against the accounting formulas -------------------------------------------------------------------
+
+@pytest.mark.parametrize('kw', VARIANTS, ids=lambda kw: ','.join(f'{k}={v}' for k, v in kw.items()) or 'default')
+def test_param_counts_match_accounting(kw):
+    from llmcourse.accounting import param_counts
+    cfg = CFG | kw
+    model = TransformerLM(**cfg)
+    counts = param_counts(model)                                        # the model's own config
+    assert counts['total'] == sum(p.numel() for p in model.parameters())
+    assert counts['attention'] == sum(p.numel() for n, p in model.named_parameters() if '.attn.' in n)
+    assert counts['ffn'] == sum(p.numel() for n, p in model.named_parameters() if '.ffn.' in n)
