@@ -249,10 +249,15 @@ def test_variant_structure():
         torch.testing.assert_close(b(x), b.ln2(y + b.ffn(y)))
 
 
-def test_bf16_model_runs():
+def test_bf16_model_runs_and_keeps_float32_rope_tables():
     model = TransformerLM(**CFG, dtype=torch.bfloat16)
     out = model(torch.randint(0, 500, (2, 8)))
     assert out.dtype == torch.bfloat16 and out.isfinite().all()
+    cast = TransformerLM(**CFG).to(torch.bfloat16)
+    rope = cast.layers[0].attn.rope
+    assert rope.cos.dtype == torch.float32 and cast.lm_head.weight.dtype == torch.bfloat16
+    torch.testing.assert_close(rope.cos, RotaryPositionalEmbedding(10000.0, 16, 16).cos)
+    assert cast.layers[2].attn.rope is rope
 
 
 # ---- bad arguments ------------------------------------------------------------------------------------------------------
