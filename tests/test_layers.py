@@ -177,6 +177,10 @@ def test_attention_matches_torch(shape):
     torch.testing.assert_close(scaled_dot_product_attention(Q, K, V), F.scaled_dot_product_attention(Q, K, V))
     probs_to_key = scaled_dot_product_attention(Q, K, torch.eye(13).expand(*shape[:-2], 13, 13), mask)
     assert (probs_to_key[~mask] == 0).all()                           # masked keys get probability exactly 0
+    mask[..., 1, :] = False                                           # query 1 may attend to nothing: zeros, as torch gives
+    out = scaled_dot_product_attention(Q, K, V, mask)
+    assert (out[..., 1, :] == 0).all() and out.isfinite().all()
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(Q, K, V, attn_mask=mask))
 
 
 def test_rope_against_complex_numbers_and_broadcasting():
@@ -283,6 +287,8 @@ def test_bad_module_arguments_and_inputs():
     with pytest.raises(ValueError, match='in_features must be a positive int'): Linear(0, 4)
     with pytest.raises(ValueError, match='exceeds context_length=16'): TransformerLM(**CFG)(torch.zeros(1, 17, dtype=torch.long))
     with pytest.raises(ValueError, match='exceeds max_seq_len=8'): RotaryPositionalEmbedding(10000.0, 16, 8)(torch.randn(9, 16))
+    with pytest.raises(IndexError, match='token id 500 is out of range'): TransformerLM(**CFG)(torch.tensor([[1, 500]]))
+    with pytest.raises(IndexError, match='token id -2 is out of range'): Embedding(10, 4)(torch.tensor([-2, 3]))
 
 
 # ---- parameter counts against the accounting formulas -------------------------------------------------------------------
