@@ -48,10 +48,10 @@ def test_cli_errors_name_the_key(tmp_path):
         cfg.write_text(json.dumps({'max_steps': 1.5})); parse_args([str(cfg)])
     with pytest.raises(ValueError, match='lr: must be a positive number'): parse_args(['--lr', '-1'])
     with pytest.raises(ValueError, match='expected one of rms, none'): parse_args(['--norm', 'layer'])
-    c = parse_args([str(ROOT / 'configs' / 'tinystories_cs336.json'), '--max_steps', '10'])
+    c = parse_args([str(ROOT / 'configs' / 'tinystories_cs336.json'), '--max_steps', '300'])
     assert (c.vocab_size, c.context_length, c.d_model, c.num_layers, c.num_heads, c.d_ff, c.rope_theta, c.batch_size) == \
         (10000, 256, 512, 4, 16, 1344, 10000.0, 128)
-    assert c.run_name == 'tinystories_cs336' and c.max_steps == 10
+    assert c.run_name == 'tinystories_cs336' and c.max_steps == 300
 
 
 def test_committed_configs_parse():
