@@ -6,9 +6,8 @@ cfg = ConfigParser(delimiters=['='])
 cfg.read('settings.ini', encoding='utf-8')
 cfg = cfg['DEFAULT']
 
-licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
+licenses = {'apache2': 'Apache-2.0'}  # an SPDX expression: setuptools deprecates License :: classifiers
 statuses = ['Planning', 'Pre-Alpha', 'Alpha', 'Beta', 'Production/Stable', 'Mature', 'Inactive']
-lic = licenses[cfg['license']]
 min_python = cfg['min_python']
 py_versions = [v for v in '3.10 3.11 3.12 3.13'.split() if tuple(map(int, v.split('.'))) >= tuple(map(int, min_python.split('.')))]
 
@@ -24,13 +23,12 @@ setuptools.setup(
     author=cfg['author'],
     author_email=cfg['author_email'],
     url=cfg['git_url'],
-    license=lic[0],
+    license=licenses[cfg['license']],
     keywords=cfg['keywords'],
     classifiers=[
         'Development Status :: ' + cfg['status'] + ' - ' + statuses[int(cfg['status'])],
         'Intended Audience :: ' + cfg['audience'].title(),
         'Natural Language :: ' + cfg['language'].title(),
-        'License :: ' + lic[1],
     ] + ['Programming Language :: Python :: ' + v for v in py_versions],
     # The embedded data in the top-level data/ folder ships inside the package as `llmcourse.assets`,
     # so a plain `pip install` finds it (see llmcourse.data.asset_path).

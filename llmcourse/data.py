@@ -4,12 +4,20 @@
 
 # %% ../nbs/00a_data.ipynb #51a76ed3
 from __future__ import annotations
-import gzip, os
+import argparse, gzip, hashlib, http.client, json, multiprocessing, os, queue, re, threading, urllib.error, urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
+import numpy as np
+import torch
+from tqdm import tqdm
 import llmcourse
 
 # %% auto #0
-__all__ = ['asset_path', 'read_text', 'tinystories_sample', 'shared_data_dir']
+__all__ = ['CORPORA', 'asset_path', 'read_text', 'tinystories_sample', 'shared_data_dir', 'RemoteFile', 'sha256_file', 'download',
+           'gunzip_file', 'download_corpus', 'token_dtype', 'sidecar_path', 'index_path', 'find_chunk_boundaries',
+           'tokenize_file', 'load_tokens', 'load_doc_offsets', 'get_batch', 'eval_batches', 'BatchPrefetcher',
+           'load_tokenizer', 'main']
 
 # %% ../nbs/00a_data.ipynb #b8712d9e
 def asset_path(name: str, # file name inside the embedded data folder, e.g. 'tinystories_train.txt.gz'
@@ -47,3 +55,468 @@ def shared_data_dir() -> Path:
         for d in start.parents:
             if (d / 'shared' / 'data').is_dir(): return d / 'shared' / 'data'
     raise FileNotFoundError("no shared/data folder found: set LLMCOURSE_SHARED_DATA to the folder of shared corpora")
+
+# %% ../nbs/00a_data.ipynb #a7aafe42
+@dataclass(frozen=True)
+class RemoteFile:
+    "One file of a downloadable corpus and what it must look like once fetched; None where a value is unknown."
+    name: str                    # file name in the destination folder (after decompression)
+    url: str                     # where it is fetched from
+    size: int | None = None      # bytes of the fetched file
+    sha256: str | None = None    # hex digest of the fetched file
+    gunzip: bool = False         # the URL serves gzip data to decompress into `name`
+    raw_size: int | None = None  # bytes after decompression
+
+_HF = 'https://huggingface.co/datasets'
+# Sizes and digests as published in several independent records of these Hugging Face files; never guessed.
+CORPORA = {
+    'tinystories': (
+        RemoteFile('TinyStoriesV2-GPT4-train.txt', f'{_HF}/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-train.txt',
+                   size=2_227_753_162, sha256='6418d412de72888f52b5142c761ac21a582f7d1166f0bfbdb5f03ccfdec90443'),
+        RemoteFile('TinyStoriesV2-GPT4-valid.txt', f'{_HF}/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-valid.txt',
+                   size=22_502_601, sha256='6874bae9a4c1a4e7edcf0e53b86c17817e9cf881fc75ff2368da457b80c0585d')),
+    # No checksum of these .gz files is known to us: they are checked by decompressed size only.
+    'owt': (
+        RemoteFile('owt_train.txt', f'{_HF}/stanford-cs336/owt-sample/resolve/main/owt_train.txt.gz', gunzip=True, raw_size=11_920_511_059),
+        RemoteFile('owt_valid.txt', f'{_HF}/stanford-cs336/owt-sample/resolve/main/owt_valid.txt.gz', gunzip=True, raw_size=289_998_753)),
+}
+
+# %% ../nbs/00a_data.ipynb #1f31d364
+def sha256_file(path: str | Path, # file to hash
+               ) -> str:
+    "Hex sha256 of a file, read in 4 MiB blocks."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while block := f.read(1 << 22): h.update(block)
+    return h.hexdigest()
+
+def _check_file(path: Path, size: int | None, sha256: str | None, what: str):
+    "Raise ValueError naming `what` when `path` has the wrong size or sha256 (unknown values are not checked)."
+    n = path.stat().st_size
+    if size is not None and n != size: raise ValueError(f"{what}: got {n:,} bytes, expected {size:,}")
+    if sha256 is not None and (h := sha256_file(path)) != sha256.lower():
+        raise ValueError(f"{what}: sha256 {h} does not match the expected {sha256}")
+
+def _open_url(url: str, offset: int, timeout: float):
+    "Open `url` asking for bytes from `offset` on; network failures become a ConnectionError that says what to do."
+    headers = {'User-Agent': 'llmcourse'} | ({'Range': f'bytes={offset}-'} if offset else {})
+    try: return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416: return e  # range starts at or past the end: the partial file may already be whole
+        raise ConnectionError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise ConnectionError(f"cannot reach {urlparse(url).netloc} to fetch {url} ({getattr(e, 'reason', e)}): "
+                              "are you offline? Downloads need a networked machine") from None
+
+def _fetch(url: str, part: Path, offset: int, progress: bool, timeout: float, chunk_size: int):
+    "Append the rest of `url` to `part` (or rewrite it when the server ignores Range); raise ConnectionError if it stops short."
+    with _open_url(url, offset, timeout) as resp:
+        status, hdr = resp.status, resp.headers
+        if status == 416:
+            m = re.fullmatch(r'bytes \*/(\d+)', hdr.get('Content-Range', '').strip())
+            if m and int(m[1]) == offset: return  # the partial file is already the whole file
+            part.unlink()  # larger than the remote file: stale, start over
+            return _fetch(url, part, 0, progress, timeout, chunk_size)
+        if offset and status == 206:
+            m = re.fullmatch(r'bytes (\d+)-\d+/(\d+|\*)', hdr.get('Content-Range', '').strip())
+            if not m or int(m[1]) != offset:
+                raise ConnectionError(f"{url}: asked for bytes {offset}- and got Content-Range {hdr.get('Content-Range')!r}")
+            total, mode = (int(m[2]) if m[2] != '*' else None), 'ab'
+        else:  # 200: a whole body, either asked for or because the server ignored Range
+            offset, mode = 0, 'wb'
+            total = int(hdr['Content-Length']) if hdr.get('Content-Length') else None
+        got = offset
+        with open(part, mode) as f, tqdm(total=total, initial=offset, unit='B', unit_scale=True, unit_divisor=1024,
+                                          desc=part.name.removesuffix('.part'), disable=not progress) as bar:
+            try:
+                while block := resp.read(chunk_size):
+                    f.write(block); got += len(block); bar.update(len(block))
+            except (OSError, http.client.HTTPException) as e:
+                raise ConnectionError(f"{url}: connection lost after {got:,} bytes ({e!r}); "
+                                      f"{part} is kept: run the same download again to resume") from None
+    if total is not None and got < total:
+        raise ConnectionError(f"{url}: transfer stopped after {got:,} of {total:,} bytes; "
+                              f"{part} is kept: run the same download again to resume")
+
+# %% ../nbs/00a_data.ipynb #b5e7f48f
+def download(url: str,                  # http(s) URL of the file
+             dest: str | Path,          # final path; bytes arrive in `dest.part` until complete
+             size: int | None = None,   # expected size in bytes, checked when given
+             sha256: str | None = None, # expected hex sha256, checked when given
+             progress: bool = True,     # show a tqdm progress bar
+             timeout: float = 60.,      # seconds to wait on the network before giving up
+             chunk_size: int = 1 << 20, # bytes read per network call
+            ) -> Path:
+    "Fetch `url` to `dest`: resume a partial `dest.part` with HTTP Range, verify, then rename; a file already at `dest` is verified."
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        _check_file(dest, size, sha256, f"{dest} (already present; delete it to download again)")
+        return dest
+    part = dest.with_name(dest.name + '.part')
+    offset = part.stat().st_size if part.exists() else 0
+    if size is not None and offset > size: part.unlink(); offset = 0
+    if size is None or offset < size: _fetch(url, part, offset, progress, timeout, chunk_size)
+    try: _check_file(part, size, sha256, f"download of {url}")
+    except ValueError as e:
+        part.unlink()
+        raise ValueError(f"{e}; the corrupt file was deleted, run again to download it afresh") from None
+    os.replace(part, dest)
+    return dest
+
+# %% ../nbs/00a_data.ipynb #1b062808
+def gunzip_file(src: str | Path,             # a .gz file
+                dest: str | Path,            # where the decompressed bytes go (via `dest.part`)
+                raw_size: int | None = None, # expected decompressed size, checked when given
+                progress: bool = True,       # show a tqdm progress bar
+               ) -> Path:
+    "Decompress `src` into `dest` atomically, checking the decompressed size where it is known."
+    src, dest = Path(src), Path(dest)
+    part = dest.with_name(dest.name + '.part')
+    try:
+        with gzip.open(src, 'rb') as fi, open(part, 'wb') as fo, tqdm(total=src.stat().st_size, unit='B', unit_scale=True,
+                                                                     desc=f'gunzip {src.name}', disable=not progress) as bar:
+            while block := fi.read(1 << 22):
+                fo.write(block); bar.update(fi.fileobj.tell() - bar.n)
+        _check_file(part, raw_size, None, f"decompressing {src}")
+    except (OSError, EOFError, ValueError) as e:
+        part.unlink(missing_ok=True)
+        raise ValueError(f"{src} did not decompress cleanly ({e}); delete it and download again") from None
+    os.replace(part, dest)
+    return dest
+
+def download_corpus(name: str,                      # a key of CORPORA: 'tinystories' or 'owt'
+                    dest: str | Path = 'data/raw',  # destination folder
+                    progress: bool = True,          # show progress bars
+                    keep_gz: bool = False,          # keep .gz files after decompressing them
+                   ) -> list[Path]:
+    "Download (and decompress) every file of a corpus into `dest`; files already there are verified, not fetched again."
+    if name not in CORPORA: raise ValueError(f"unknown corpus {name!r}: choose one of {sorted(CORPORA)}")
+    out = []
+    for f in CORPORA[name]:
+        final = Path(dest) / f.name
+        if not f.gunzip: out.append(download(f.url, final, f.size, f.sha256, progress)); continue
+        if final.exists(): _check_file(final, f.raw_size, None, f"{final} (already present; delete it to download again)")
+        else:
+            gz = download(f.url, final.with_name(final.name + '.gz'), f.size, f.sha256, progress)
+            gunzip_file(gz, final, f.raw_size, progress)
+            if not keep_gz: gz.unlink()
+        out.append(final)
+    return out
+
+# %% ../nbs/00a_data.ipynb #624dfe8c
+def token_dtype(vocab_size: int, # number of token ids
+               ) -> np.dtype:
+    "The smallest unsigned little-endian dtype that holds every id below `vocab_size`: uint16 up to 65,536, else uint32."
+    if vocab_size <= 2**16: return np.dtype('<u2')
+    if vocab_size <= 2**32: return np.dtype('<u4')
+    raise ValueError(f"vocab_size {vocab_size:,} does not fit in uint32")
+
+def sidecar_path(path: str | Path) -> Path:
+    "The JSON sidecar of a token file: `OUT.json` next to `OUT`."
+    return Path(str(path) + '.json')
+
+def index_path(path: str | Path) -> Path:
+    "The document-offset index of a token file: `OUT.idx.npy` next to `OUT`."
+    return Path(str(path) + '.idx.npy')
+
+# %% ../nbs/00a_data.ipynb #624f2c3b
+def find_chunk_boundaries(path: str | Path,           # a UTF-8 text file
+                          special_tokens: list[str],  # the tokenizer's special tokens
+                          split_token: str = '<|endoftext|>', # cut only where this special token starts
+                          chunk_bytes: int = 1 << 22, # aimed-for chunk size; a chunk runs on to the next `split_token`
+                         ) -> list[int]:
+    "Byte offsets [0, ..., size] cutting `path` only where `split_token` starts and no special token straddles the cut."
+    size, delim = os.path.getsize(path), split_token.encode()
+    specials = [s.encode() for s in special_tokens]
+    longest = max(map(len, specials), default=len(delim))
+    bounds = [0]
+    with open(path, 'rb') as f:
+        def straddled(p):  # does an occurrence of any special token start before p and end after it?
+            f.seek(max(0, p - longest + 1)); lo = f.tell(); window = f.read(2 * longest)
+            return any(lo + m.start() < p < lo + m.start() + len(s) for s in specials for m in re.finditer(re.escape(s), window))
+        target = chunk_bytes
+        while target < size:
+            pos, found = max(target, bounds[-1] + 1), None
+            while found is None and pos < size:
+                f.seek(pos); block = f.read(1 << 20)
+                i = block.find(delim)
+                while i >= 0 and found is None:
+                    if not straddled(pos + i): found = pos + i
+                    else: i = block.find(delim, i + 1)
+                if found is None: pos += max(1, len(block) - len(delim) + 1)
+            if found is None: break
+            bounds.append(found)
+            target = found + chunk_bytes
+    return bounds + [size]
+
+# %% ../nbs/00a_data.ipynb #e9109d3f
+_worker_tokenizer = None
+
+def _init_worker(tok):
+    global _worker_tokenizer
+    _worker_tokenizer = tok
+
+def _encode_span(job):
+    "Encode bytes [start, end) of a file; runs in a worker process."
+    path, start, end, dtype = job
+    with open(path, 'rb') as f:
+        f.seek(start); raw = f.read(end - start)
+    try: text = raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {start + e.start}: {raw[e.start:e.start+1]!r})") from None
+    return np.asarray(_worker_tokenizer.encode(text), dtype=dtype), end - start
+
+def _encoded_spans(tok, jobs, workers):
+    "Yield (ids, nbytes) for each job in order, using `workers` processes."
+    if workers <= 1:
+        _init_worker(tok)
+        yield from map(_encode_span, jobs)
+        return
+    with multiprocessing.get_context().Pool(workers, initializer=_init_worker, initargs=(tok,)) as pool:
+        yield from pool.imap(_encode_span, jobs)
+
+# %% ../nbs/00a_data.ipynb #cd0eaa8c
+def _atomic_write(path: Path, write):
+    "Call `write(file)` on `path.part`, then rename it to `path`."
+    tmp = path.with_name(path.name + '.part')
+    try:
+        with open(tmp, 'wb') as f: write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True); raise
+
+def tokenize_file(tok,                             # a tokenizer: .encode(str) -> list[int], .vocab_size, .special_tokens
+                  input: str | Path,               # UTF-8 text, documents separated by `split_token`
+                  output: str | Path,              # token file to write; OUT.json and OUT.idx.npy go beside it
+                  workers: int | None = None,      # processes; None uses every core
+                  split_token: str = '<|endoftext|>', # document delimiter, and where chunks may be cut
+                  chunk_bytes: int = 1 << 22,      # bytes of text per work item
+                  progress: bool = True,           # show a tqdm progress bar
+                  tokenizer_name: str | None = None, # recorded in the sidecar JSON
+                 ) -> dict:
+    "Encode a text file into a raw token file (uint16/uint32), a document-offset index and a JSON sidecar; returns the sidecar."
+    input, output = Path(input), Path(output)
+    if not input.is_file(): raise FileNotFoundError(f"no such input file: {input}")
+    dtype = token_dtype(tok.vocab_size)
+    specials = list(tok.special_tokens or [])
+    # Cutting is exact only at a special token: pre-tokenization never crosses one, so the pieces encode independently.
+    can_split = split_token in specials
+    bounds = find_chunk_boundaries(input, specials, split_token, chunk_bytes) if can_split else [0, input.stat().st_size]
+    jobs = [(str(input), a, b, dtype.str) for a, b in zip(bounds, bounds[1:])]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1  # the cores we may use
+    workers = max(1, min(workers or cores, len(jobs)))
+    eot = tok.encode(split_token)[0] if can_split else None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    num_tokens, ends = 0, []
+    def write_tokens(f):
+        nonlocal num_tokens
+        with tqdm(total=bounds[-1], unit='B', unit_scale=True, desc=f'tokenize {input.name}', disable=not progress) as bar:
+            for ids, nbytes in _encoded_spans(tok, jobs, workers):
+                if eot is not None: ends.append(np.flatnonzero(ids == eot) + num_tokens + 1)
+                f.write(ids.tobytes()); num_tokens += len(ids); bar.update(nbytes)
+    _atomic_write(output, write_tokens)
+    offsets = np.unique(np.concatenate([[0], *ends, [num_tokens]]).astype(np.int64))
+    _atomic_write(index_path(output), lambda f: np.save(f, offsets))
+    meta = dict(format='raw little-endian token ids, no header', dtype=dtype.name, num_tokens=num_tokens,
+                vocab_size=int(tok.vocab_size), num_documents=len(offsets) - 1, split_token=split_token if can_split else None,
+                split_token_id=eot, index=index_path(output).name, tokenizer=tokenizer_name, source=str(input),
+                source_bytes=bounds[-1])
+    _atomic_write(sidecar_path(output), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    return meta
+
+# %% ../nbs/00a_data.ipynb #3a4e4e09
+def load_tokens(path: str | Path,          # token file written by `tokenize_file` / `python -m llmcourse.data tokenize`
+                check_ids: bool = True,    # scan for ids >= vocab_size (one pass over the file, in chunks)
+                chunk_tokens: int = 1 << 24, # tokens per chunk of that scan
+               ) -> np.ndarray:
+    "Open a token file as a read-only np.memmap with the dtype from its sidecar JSON, checking size and ids."
+    path, meta_path = Path(path), sidecar_path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no such token file: {path}")
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} not found: {path} needs the sidecar JSON that `python -m llmcourse.data tokenize` "
+                                "writes (it records the dtype)")
+    try: meta = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{meta_path} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or (missing := {'dtype', 'vocab_size'} - set(meta)):
+        raise ValueError(f"{meta_path} lacks {sorted(missing) if isinstance(meta, dict) else 'a JSON object'}")
+    try: dtype = np.dtype(meta['dtype']).newbyteorder('<')
+    except TypeError: raise ValueError(f"{meta_path}: unknown dtype {meta['dtype']!r}") from None
+    nbytes = path.stat().st_size
+    if nbytes % dtype.itemsize:
+        raise ValueError(f"{path} has {nbytes:,} bytes, not a multiple of {dtype.itemsize} ({dtype.name}): truncated or not a token file")
+    n = nbytes // dtype.itemsize
+    if meta.get('num_tokens') is not None and n != meta['num_tokens']:
+        raise ValueError(f"{path} holds {n:,} tokens but {meta_path} records {meta['num_tokens']:,}: the file is truncated or stale")
+    tokens = np.memmap(path, dtype=dtype, mode='r') if n else np.zeros(0, dtype)
+    if check_ids:
+        vocab_size = meta['vocab_size']
+        for i in range(0, n, chunk_tokens):
+            chunk = tokens[i:i + chunk_tokens]
+            if chunk.max() >= vocab_size:
+                j = i + int(np.argmax(chunk >= vocab_size))
+                raise ValueError(f"{path}: token id {int(tokens[j])} at position {j:,} is >= vocab_size {vocab_size:,}")
+    return tokens
+
+def load_doc_offsets(path: str | Path, # token file
+                    ) -> np.ndarray:
+    "Start offset of each document in a token file, plus num_tokens at the end: document i is tokens[o[i]:o[i+1]]."
+    p = index_path(path)
+    if not p.is_file(): raise FileNotFoundError(f"no document index {p} beside {path}")
+    return np.load(p)
+
+# %% ../nbs/00a_data.ipynb #f3daba5c
+def _windows(dataset, starts: np.ndarray, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    "Inputs dataset[s:s+length] and targets dataset[s+1:s+length+1] for each start s, as int64 on `device`."
+    idx = starts[:, None] + np.arange(length + 1)                    # (B, length + 1)
+    buf = torch.from_numpy(np.asarray(dataset[idx]).astype(np.int64))  # one copy out of the (memory-mapped) array
+    device = torch.device(device)
+    # Pinned host memory lets the copy to the GPU run asynchronously with the training step.
+    if device.type == 'cuda': buf = buf.pin_memory().to(device, non_blocking=True)
+    else: buf = buf.to(device)
+    return buf[:, :-1].contiguous(), buf[:, 1:].contiguous()        # (B, length) each
+
+def get_batch(dataset: np.ndarray,   # 1-D token ids (np.ndarray or np.memmap)
+              batch_size: int,       # B: windows per batch
+              context_length: int,   # T: tokens per window
+              device: str | torch.device, # where x and y go, e.g. 'cpu', 'cuda:0', 'mps'
+              generator: torch.Generator | None = None, # source of randomness (torch's global one by default)
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Random windows x (B, T) and next-token targets y = x shifted by one, as LongTensors on `device`."
+    dataset = dataset if isinstance(dataset, np.ndarray) else np.asarray(dataset)
+    if dataset.ndim != 1: raise ValueError(f"dataset must be 1-D token ids, got shape {dataset.shape}")
+    n = len(dataset)
+    if n < context_length + 1:
+        raise ValueError(f"dataset has {n:,} tokens; a window needs context_length + 1 = {context_length + 1:,}")
+    # Starts are uniform over [0, n - context_length - 1], every window whose target fits.
+    starts = torch.randint(0, n - context_length, (batch_size,), generator=generator).numpy()
+    return _windows(dataset, starts, context_length, device)
+
+# %% ../nbs/00a_data.ipynb #93bc193b
+def eval_batches(dataset: np.ndarray,   # 1-D token ids of the validation split
+                 batch_size: int,       # windows per batch (the last batch may have fewer)
+                 context_length: int,   # T: tokens per window
+                 device: str | torch.device, # where x and y go
+                 drop_tail: bool = False, # skip the final short window instead of yielding it
+                ):
+    "Yield (x, y) over non-overlapping windows so that each of the n - 1 targets appears exactly once; the tail is a final (1, r) batch."
+    dataset = dataset if isinstance(dataset, np.ndarray) else np.asarray(dataset)
+    n = len(dataset)
+    if dataset.ndim != 1 or n < 2: raise ValueError(f"dataset must be 1-D with at least 2 tokens, got shape {dataset.shape}")
+    num_windows, tail = divmod(n - 1, context_length)
+    for s in range(0, num_windows, batch_size):
+        yield _windows(dataset, np.arange(s, min(s + batch_size, num_windows)) * context_length, context_length, device)
+    if tail and not drop_tail: yield _windows(dataset, np.array([num_windows * context_length]), tail, device)
+
+# %% ../nbs/00a_data.ipynb #61f709c0
+class BatchPrefetcher:
+    "Iterator of `get_batch` batches drawn by a background thread, up to `num_prefetch` ahead of the training loop."
+    def __init__(self, dataset: np.ndarray,   # 1-D token ids
+                 batch_size: int,             # B
+                 context_length: int,         # T
+                 device: str | torch.device,  # where batches go
+                 num_prefetch: int = 2,       # batches waiting in the queue at most
+                 seed: int | None = None,     # seed of the thread's own generator (None: nondeterministic)
+                ):
+        if len(dataset) < context_length + 1:
+            raise ValueError(f"dataset has {len(dataset):,} tokens; a window needs context_length + 1 = {context_length + 1:,}")
+        self.args = (dataset, batch_size, context_length, device)
+        self.generator = torch.Generator()
+        if seed is None: self.generator.seed()
+        else: self.generator.manual_seed(seed)
+        self._queue, self._stop = queue.Queue(maxsize=num_prefetch), threading.Event()
+        self._thread = threading.Thread(target=self._work, name='BatchPrefetcher', daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try: self._queue.put(item, timeout=0.05); return True
+            except queue.Full: pass
+        return False
+
+    def _work(self):
+        try:
+            while self._put(get_batch(*self.args, generator=self.generator)): pass
+        except BaseException as e: self._put(e)  # handed to the consumer, raised by __next__
+
+    def __iter__(self): return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        while True:
+            if self._stop.is_set(): raise StopIteration
+            try: item = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty(): raise RuntimeError("the prefetch thread stopped")
+                continue
+            if isinstance(item, BaseException):
+                self.close(); raise item
+            return item
+
+    def close(self):
+        "Stop the thread and drop queued batches."
+        self._stop.set()
+        while not self._queue.empty():
+            try: self._queue.get_nowait()
+            except queue.Empty: break
+        if self._thread is not threading.current_thread(): self._thread.join()
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+    def __del__(self):
+        if hasattr(self, '_stop'): self.close()
+
+# %% ../nbs/00a_data.ipynb #14ae1881
+def load_tokenizer(tokenizer: str | Path | None = None, # folder written by `Tokenizer.save`
+                   vocab: str | Path | None = None,     # GPT-2-format vocab.json (with `merges`)
+                   merges: str | Path | None = None,    # GPT-2-format merges.txt (with `vocab`)
+                   special_tokens: list[str] | None = None, # special tokens for GPT-2-format files
+                  ):
+    "A `llmcourse.tokenizer.Tokenizer` from a saved folder, or from GPT-2-format vocab/merges files."
+    # Imported here, not at the top: llmcourse.tokenizer may itself use this module.
+    from llmcourse.tokenizer import Tokenizer
+    if tokenizer is not None:
+        if vocab is not None or merges is not None: raise ValueError("give either a tokenizer folder or vocab/merges files, not both")
+        if not Path(tokenizer).is_dir(): raise FileNotFoundError(f"no tokenizer folder {tokenizer}")
+        return Tokenizer.from_dir(tokenizer)
+    if vocab is None or merges is None: raise ValueError("give a tokenizer folder, or both vocab and merges files")
+    for p in (vocab, merges):
+        if not Path(p).is_file(): raise FileNotFoundError(f"no such file: {p}")
+    return Tokenizer.from_files(vocab, merges, special_tokens)
+
+# %% ../nbs/00a_data.ipynb #04fb4cdd
+def main(argv: list[str] | None = None, # command-line arguments (sys.argv[1:] by default)
+        ):
+    "`python -m llmcourse.data download {tinystories,owt}` and `python -m llmcourse.data tokenize ...`."
+    ap = argparse.ArgumentParser(prog='python -m llmcourse.data', description=__doc__)
+    sub = ap.add_subparsers(dest='command', required=True)
+    d = sub.add_parser('download', help='download a full corpus from Hugging Face (resumable, verified)')
+    d.add_argument('corpus', choices=sorted(CORPORA))
+    d.add_argument('--dest', default='data/raw', help='destination folder (default: data/raw)')
+    d.add_argument('--keep_gz', '--keep-gz', action='store_true', help='keep .gz files after decompressing them')
+    d.add_argument('--no_progress', '--no-progress', action='store_true', help='no progress bars')
+    t = sub.add_parser('tokenize', help='encode a text file into a memmap-able token file')
+    t.add_argument('--tokenizer', help='tokenizer folder written by Tokenizer.save')
+    t.add_argument('--vocab', help='GPT-2-format vocab.json (instead of --tokenizer)')
+    t.add_argument('--merges', help='GPT-2-format merges.txt (instead of --tokenizer)')
+    t.add_argument('--special_tokens', '--special-tokens', nargs='*', default=['<|endoftext|>'], help='special tokens for --vocab/--merges')
+    t.add_argument('--input', required=True, help='UTF-8 text file, documents separated by <|endoftext|>')
+    t.add_argument('--output', required=True, help='token file to write (OUT.json and OUT.idx.npy go beside it)')
+    t.add_argument('--workers', type=int, default=None, help='processes (default: every core)')
+    t.add_argument('--chunk_bytes', '--chunk-bytes', type=int, default=1 << 22, help='bytes of text per work item (default: 4 MiB)')
+    t.add_argument('--no_progress', '--no-progress', action='store_true', help='no progress bar')
+    args = ap.parse_args(argv)
+    try:
+        if args.command == 'download':
+            for p in download_corpus(args.corpus, args.dest, not args.no_progress, args.keep_gz): print(p)
+        else:
+            if not Path(args.input).is_file(): raise FileNotFoundError(f"no such input file: {args.input}")  # before a slow tokenizer load
+            tok = load_tokenizer(args.tokenizer, args.vocab, args.merges, args.special_tokens)
+            name = args.tokenizer or f'{args.vocab} {args.merges}'
+            meta = tokenize_file(tok, args.input, args.output, args.workers, chunk_bytes=args.chunk_bytes,
+                                 progress=not args.no_progress, tokenizer_name=str(name))
+            print(f"{args.output}: {meta['num_tokens']:,} tokens ({meta['dtype']}), {meta['num_documents']:,} documents")
+    except (OSError, ValueError) as e: ap.exit(1, f"{ap.prog}: error: {e}\n")
+
+# %% ../nbs/00a_data.ipynb #6cc3cd3c
+#| eval: false
+if __name__ == '__main__': main()

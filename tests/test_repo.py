@@ -15,6 +15,7 @@ def tracked_copy(dest):
             shutil.copy2(src, dest/rel)
     subprocess.run(['git', 'init', '-q'], cwd=dest, check=True)
     subprocess.run(['git', 'add', '-A'], cwd=dest, check=True)
+    subprocess.run(['git', '-c', 'user.name=ci', '-c', 'user.email=ci@localhost', 'commit', '-qm', 'snapshot'], cwd=dest, check=True)
     return dest
 
 def changed(repo):
