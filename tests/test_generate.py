@@ -143,6 +143,11 @@ def test_batch_of_different_lengths_equals_each_alone():
     eos = alone[2][2]
     assert generate(model, prompts, 20, temperature=0, eos_id=eos) == [r[:r.index(eos) + 1] if eos in r else r for r in alone]
     same = torch.tensor([[1, 2, 3], [4, 5, 6]])  # a 2-D tensor is a batch
+    import numpy as np
+    assert generate(model, np.array(prompts[2]), 5, temperature=0) == alone[2][:5]  # numpy prompts work like lists
+    assert generate(model, [np.array(p) for p in prompts], 5, temperature=0) == [r[:5] for r in alone]
+    assert generate(model, [torch.tensor(p) for p in prompts], 5, temperature=0) == [r[:5] for r in alone]
+    assert generate(model, tuple(prompts[1]), 5, temperature=0) == alone[1][:5]
     assert generate(model, same, 5, temperature=0) == [greedy_reference(model, r, 5) for r in same.tolist()]
 
 # --- the KV cache ------------------------------------------------------------------------------------------------------
