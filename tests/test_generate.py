@@ -148,6 +148,7 @@ def test_batch_of_different_lengths_equals_each_alone():
     assert generate(model, [np.array(p) for p in prompts], 5, temperature=0) == [r[:5] for r in alone]
     assert generate(model, [torch.tensor(p) for p in prompts], 5, temperature=0) == [r[:5] for r in alone]
     assert generate(model, tuple(prompts[1]), 5, temperature=0) == alone[1][:5]
+    assert generate(model, prompts[0], np.int64(5), temperature=0, top_k=np.int64(3)) == alone[0][:5]  # numpy integers as settings
     assert generate(model, same, 5, temperature=0) == [greedy_reference(model, r, 5) for r in same.tolist()]
 
 # --- the KV cache ------------------------------------------------------------------------------------------------------
