@@ -98,6 +98,12 @@ def test_encode_iterable_matches_encode(gpt2, enc):
         chunks = [w[i:i + size] for i in range(0, len(w), size)] if size > 1 else list(w[:5000])
         assert list(gpt2.encode_iterable(chunks, chunk_chars=500)) == gpt2.encode(''.join(chunks)), size
 
+def test_encode_iterable_cuts_text_without_ascii_words(gpt2):
+    s = '東京タワーへ行く。\n' * 5000                               # lines end in a non-ASCII character
+    chunks = s.splitlines(keepends=True)
+    assert list(gpt2.encode_iterable(chunks, chunk_chars=1000)) == gpt2.encode(s)
+    assert gpt2._safe_cut(s[:2000]) > 0                         # it can cut, so memory stays bounded
+
 def test_encode_iterable_memory_is_bounded(gpt2, tmp_path):
     ts = read_text(D / 'tinystories/tinystories_v2_gpt4_train_prefix_raw.txt.gz')
     peaks = {}
@@ -205,6 +211,11 @@ def test_bad_input_errors(tmp_path, gpt2):
     with pytest.raises(ValueError, match='m.txt:2: expected two space-separated tokens'): Tokenizer.from_files(tmp_path / 'v.json', tmp_path / 'm.txt')
     with pytest.raises(FileNotFoundError, match='tokenizer folder not found'): Tokenizer.from_dir(tmp_path / 'nope')
     with pytest.raises(TypeError, match='encode expects str'): gpt2.encode(b'bytes')
+    with pytest.raises(ValueError, match='special tokens must be non-empty strings'): train_bpe(tmp_path / 'x.txt', 300, [''])
+    with pytest.raises(TypeError, match='list of strings'): Tokenizer(gpt2.vocab, gpt2.merges, EOT)
+    with pytest.raises(TypeError, match='vocab_size must be an integer'): train_bpe(tmp_path / 'x.txt', 300.5)
+    import numpy as np
+    assert len(train_bpe(tmp_path / 'x.txt', np.int64(258))[1]) == 2
 
 def test_decode_replaces_invalid_utf8(gpt2):
     assert gpt2.decode(gpt2.encode('ち')[:1]) == '\ufffd'
