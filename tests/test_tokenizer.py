@@ -117,7 +117,7 @@ def test_encode_iterable_memory_is_bounded(gpt2, tmp_path):
         tracemalloc.stop()
         assert n > 300_000 * copies
     assert peaks[4] < 1.5 * peaks[1] + 1e6, peaks                # 4x the input, not 4x the memory
-    assert peaks[4] < 4 * len(ts), peaks                        # and far less than the 5.7 MB of text
+    assert peaks[4] < 16e6, peaks                               # a few MB however long the input
 
 # ---------------------------------------------------------------- training (CS336 semantics)
 def bpe_reference(text, vocab_size, special_tokens=()):
