@@ -84,6 +84,12 @@ def test_overlapping_special_tokens_longest_wins(gpt2):
     assert pieces.count(EOT + EOT) == 1 and pieces.count(EOT) == 1
     assert tok.vocab_size == 50258 and tok.special_tokens == [EOT, EOT + EOT]
 
+def test_tokenizer_pickles(gpt2):
+    import pickle
+    back = pickle.loads(pickle.dumps(gpt2))
+    assert back.encode('Hi there ' + EOT) == gpt2.encode('Hi there ' + EOT)
+    assert repr(back) == "Tokenizer(vocab_size=50257, merges=50000, special_tokens=['<|endoftext|>'])"
+
 def test_new_special_token_gets_new_id(gpt2):
     tok = Tokenizer(gpt2.vocab, gpt2.merges, special_tokens=['<|pad|>', EOT])
     assert tok.encode('<|pad|>') == [50257] and tok.encode(EOT) == [50256]
