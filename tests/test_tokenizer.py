@@ -65,6 +65,20 @@ def test_encode_matches_tiktoken_on_adversarial_strings(gpt2, enc):
         assert ids == enc.encode(s, allowed_special={EOT}), repr(s)
         assert gpt2.decode(ids) == s, repr(s)
 
+def test_word_cache_path_matches_tiktoken(gpt2, enc):
+    "Long texts built from few words take the word-cache path of encode; they must still match tiktoken exactly."
+    rng = random.Random(3)
+    atoms = ['the', 'cat', 'sat.', "it's", 'mat,', '\n', '\n\n', '\t', 'é', '中文', '😀', '\u0301', EOT, 'a' + EOT + 'b',
+             '\xa0', '\u3000', 'x\n', '\ny', '', "'s", '123', '\r\n', '\U0003eeaa', '  ', '\x85', '\x1c']
+    tok = Tokenizer(gpt2.vocab, gpt2.merges, [EOT])
+    for _ in range(300):
+        words = [''.join(rng.choice(atoms) for _ in range(rng.randint(0, 3))) for _ in range(rng.randint(20, 60))]
+        text = ' '.join(rng.choice(words) for _ in range(rng.randint(64, 400)))
+        ref = enc.encode(text, allowed_special={EOT})
+        assert tok.encode(text) == ref, repr(text[:120])
+        assert tok.encode(text) == ref                            # again, now from the word cache
+    assert len(tok._words) > 100                                  # the word path did run
+
 def test_pretokenize_equals_regex_findall():
     odd = _exact_tables()[0]                  # code points `regex` knows but tiktoken's older tables don't: see the notebook
     for s in list(texts().values()) + ADVERSARIAL + random_strings(1000, seed=1):
