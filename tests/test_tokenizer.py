@@ -174,12 +174,16 @@ def test_train_bpe_tinystories_matches_reference(tmp_path):
     (tmp_path / 'ts.txt').write_text(t, encoding='utf-8')
     assert train_bpe(tmp_path / 'ts.txt', 700, [EOT])[1] == bpe_reference(t, 700, [EOT])
 
-def test_train_bpe_parallel_equals_serial(tmp_path):
+def test_train_bpe_parallel_equals_serial(tmp_path, monkeypatch):
     p = D / 'tinystories/tinystories_v2_gpt4_train_prefix_raw.txt.gz'
     (tmp_path / 'ts.txt').write_text(read_text(p) + read_text(FIX / 'german.txt'), encoding='utf-8')   # > 1 MB: chunked
     one = train_bpe(tmp_path / 'ts.txt', 1500, [EOT], num_processes=1)
     two = train_bpe(tmp_path / 'ts.txt', 1500, [EOT], num_processes=2)
     assert one == two
+    import llmcourse.tokenizer as T
+    monkeypatch.setattr(T, '_CHUNK_BYTES', 1 << 18)           # many small jobs, as on a file of many GB
+    assert train_bpe(tmp_path / 'ts.txt', 1500, [EOT], num_processes=2) == one
+    assert train_bpe(tmp_path / 'ts.txt', 1500, [EOT], num_processes=1) == one
 
 def test_train_bpe_special_tokens_never_merge(tmp_path):
     (tmp_path / 'a.txt').write_text('cat<|endoftext|>cat<|endoftext|>cat ' + EOT + '\n\n' + EOT, encoding='utf-8')
