@@ -456,7 +456,8 @@ def sample_text(model: nn.Module, tok: Tokenizer, cfg: TrainConfig, max_new_toke
 def _save(path: Path, model, optimizer, step, cfg, sampler, plateau, stopper, window, log) -> None:
     "Write a run checkpoint, unless the model holds NaN/inf (then the last good checkpoint stays)."
     if not _all_finite(model):
-        raise NonFiniteLoss(f"the parameters hold NaN/inf at step {step}: not saving; the last good checkpoint in {path.parent} is kept")
+        raise NonFiniteLoss(f"training diverged: the parameters hold NaN/inf after step {step}. They are not saved, so the last "
+                            f"good checkpoint in {path.parent} is kept; try a lower lr (now {cfg.lr:g}), a longer warmup or gradient clipping")
     save_checkpoint(model, optimizer, step, path, config=asdict(cfg), rng=rng_state(), sampler=sampler.state_dict(),
                     plateau=plateau.state_dict() if plateau else None, early_stop=stopper.state_dict() if stopper else None,
                     loss_window=window)
@@ -525,7 +526,8 @@ def train(cfg: TrainConfig, # the run's config
     amp = autocast_for(device, dtype)
     wb = None
     if cfg.wandb and main:
-        import wandb  # optional: pip install wandb
+        try: import wandb  # an optional extra, imported only when asked for
+        except ImportError: raise ValueError("--wandb true needs the wandb package: pip install wandb") from None
         wb = wandb.init(project=cfg.wandb_project, name=cfg.run_name, config=asdict(cfg), dir=str(run_dir),
                         mode=os.environ.get('WANDB_MODE', 'offline'), resume='allow')
 
