@@ -4,9 +4,10 @@
 
 # %% ../nbs/00a_data.ipynb #51a76ed3
 from __future__ import annotations
-import argparse, gzip, hashlib, http.client, json, multiprocessing, os, queue, re, threading, urllib.error, urllib.request
+import argparse, gzip, hashlib, http.client, json, multiprocessing, os, queue, re, threading, urllib.error, urllib.request, warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlparse
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ def shared_data_dir() -> Path:
             if (d / 'shared' / 'data').is_dir(): return d / 'shared' / 'data'
     raise FileNotFoundError("no shared/data folder found: set LLMCOURSE_SHARED_DATA to the folder of shared corpora")
 
-# %% ../nbs/00a_data.ipynb #a7aafe42
+# %% ../nbs/00a_data.ipynb #2c6c3d63
 @dataclass(frozen=True)
 class RemoteFile:
     "One file of a downloadable corpus and what it must look like once fetched; None where a value is unknown."
@@ -81,7 +82,7 @@ CORPORA = {
         RemoteFile('owt_valid.txt', f'{_HF}/stanford-cs336/owt-sample/resolve/main/owt_valid.txt.gz', gunzip=True, raw_size=289_998_753)),
 }
 
-# %% ../nbs/00a_data.ipynb #1f31d364
+# %% ../nbs/00a_data.ipynb #097689cc
 def sha256_file(path: str | Path, # file to hash
                ) -> str:
     "Hex sha256 of a file, read in 4 MiB blocks."
@@ -138,7 +139,7 @@ def _fetch(url: str, part: Path, offset: int, progress: bool, timeout: float, ch
         raise ConnectionError(f"{url}: transfer stopped after {got:,} of {total:,} bytes; "
                               f"{part} is kept: run the same download again to resume")
 
-# %% ../nbs/00a_data.ipynb #b5e7f48f
+# %% ../nbs/00a_data.ipynb #e7d71491
 def download(url: str,                  # http(s) URL of the file
              dest: str | Path,          # final path; bytes arrive in `dest.part` until complete
              size: int | None = None,   # expected size in bytes, checked when given
@@ -164,7 +165,7 @@ def download(url: str,                  # http(s) URL of the file
     os.replace(part, dest)
     return dest
 
-# %% ../nbs/00a_data.ipynb #1b062808
+# %% ../nbs/00a_data.ipynb #9688d4f3
 def gunzip_file(src: str | Path,             # a .gz file
                 dest: str | Path,            # where the decompressed bytes go (via `dest.part`)
                 raw_size: int | None = None, # expected decompressed size, checked when given
@@ -174,10 +175,10 @@ def gunzip_file(src: str | Path,             # a .gz file
     src, dest = Path(src), Path(dest)
     part = dest.with_name(dest.name + '.part')
     try:
-        with gzip.open(src, 'rb') as fi, open(part, 'wb') as fo, tqdm(total=src.stat().st_size, unit='B', unit_scale=True,
-                                                                     desc=f'gunzip {src.name}', disable=not progress) as bar:
+        with open(src, 'rb') as raw, gzip.GzipFile(fileobj=raw) as fi, open(part, 'wb') as fo, \
+             tqdm(total=src.stat().st_size, unit='B', unit_scale=True, desc=f'gunzip {src.name}', disable=not progress) as bar:
             while block := fi.read(1 << 22):
-                fo.write(block); bar.update(fi.fileobj.tell() - bar.n)
+                fo.write(block); bar.update(raw.tell() - bar.n)  # progress in compressed bytes read
         _check_file(part, raw_size, None, f"decompressing {src}")
     except (OSError, EOFError, ValueError) as e:
         part.unlink(missing_ok=True)
@@ -204,7 +205,7 @@ def download_corpus(name: str,                      # a key of CORPORA: 'tinysto
         out.append(final)
     return out
 
-# %% ../nbs/00a_data.ipynb #624dfe8c
+# %% ../nbs/00a_data.ipynb #6539b75f
 def token_dtype(vocab_size: int, # number of token ids
                ) -> np.dtype:
     "The smallest unsigned little-endian dtype that holds every id below `vocab_size`: uint16 up to 65,536, else uint32."
@@ -220,7 +221,7 @@ def index_path(path: str | Path) -> Path:
     "The document-offset index of a token file: `OUT.idx.npy` next to `OUT`."
     return Path(str(path) + '.idx.npy')
 
-# %% ../nbs/00a_data.ipynb #624f2c3b
+# %% ../nbs/00a_data.ipynb #aac6e194
 def find_chunk_boundaries(path: str | Path,           # a UTF-8 text file
                           special_tokens: list[str],  # the tokenizer's special tokens
                           split_token: str = '<|endoftext|>', # cut only where this special token starts
@@ -250,7 +251,7 @@ def find_chunk_boundaries(path: str | Path,           # a UTF-8 text file
             target = found + chunk_bytes
     return bounds + [size]
 
-# %% ../nbs/00a_data.ipynb #e9109d3f
+# %% ../nbs/00a_data.ipynb #33bb9ba8
 _worker_tokenizer = None
 
 def _init_worker(tok):
@@ -276,7 +277,7 @@ def _encoded_spans(tok, jobs, workers):
     with multiprocessing.get_context().Pool(workers, initializer=_init_worker, initargs=(tok,)) as pool:
         yield from pool.imap(_encode_span, jobs)
 
-# %% ../nbs/00a_data.ipynb #cd0eaa8c
+# %% ../nbs/00a_data.ipynb #04d3d6cd
 def _atomic_write(path: Path, write):
     "Call `write(file)` on `path.part`, then rename it to `path`."
     tmp = path.with_name(path.name + '.part')
@@ -302,12 +303,16 @@ def tokenize_file(tok,                             # a tokenizer: .encode(str) -
     specials = list(tok.special_tokens or [])
     # Cutting is exact only at a special token: pre-tokenization never crosses one, so the pieces encode independently.
     can_split = split_token in specials
+    if not can_split:
+        warnings.warn(f"{split_token!r} is not a special token of this tokenizer: {input} is encoded in one piece, by one "
+                      "process, and the document index holds a single document")
     bounds = find_chunk_boundaries(input, specials, split_token, chunk_bytes) if can_split else [0, input.stat().st_size]
     jobs = [(str(input), a, b, dtype.str) for a, b in zip(bounds, bounds[1:])]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1  # the cores we may use
     workers = max(1, min(workers or cores, len(jobs)))
     eot = tok.encode(split_token)[0] if can_split else None
     output.parent.mkdir(parents=True, exist_ok=True)
+    sidecar_path(output).unlink(missing_ok=True)  # a stale sidecar must not vouch for a token file being rewritten
     num_tokens, ends = 0, []
     def write_tokens(f):
         nonlocal num_tokens
@@ -325,7 +330,7 @@ def tokenize_file(tok,                             # a tokenizer: .encode(str) -
     _atomic_write(sidecar_path(output), lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return meta
 
-# %% ../nbs/00a_data.ipynb #3a4e4e09
+# %% ../nbs/00a_data.ipynb #1baa644a
 def load_tokens(path: str | Path,          # token file written by `tokenize_file` / `python -m llmcourse.data tokenize`
                 check_ids: bool = True,    # scan for ids >= vocab_size (one pass over the file, in chunks)
                 chunk_tokens: int = 1 << 24, # tokens per chunk of that scan
@@ -336,7 +341,7 @@ def load_tokens(path: str | Path,          # token file written by `tokenize_fil
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: {path} needs the sidecar JSON that `python -m llmcourse.data tokenize` "
                                 "writes (it records the dtype)")
-    try: meta = json.loads(meta_path.read_text())
+    try: meta = json.loads(meta_path.read_text(encoding='utf-8'))
     except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{meta_path} is not valid JSON ({e})") from None
     if not isinstance(meta, dict) or (missing := {'dtype', 'vocab_size'} - set(meta)):
         raise ValueError(f"{meta_path} lacks {sorted(missing) if isinstance(meta, dict) else 'a JSON object'}")
@@ -365,7 +370,7 @@ def load_doc_offsets(path: str | Path, # token file
     if not p.is_file(): raise FileNotFoundError(f"no document index {p} beside {path}")
     return np.load(p)
 
-# %% ../nbs/00a_data.ipynb #f3daba5c
+# %% ../nbs/00a_data.ipynb #1e7ff175
 def _windows(dataset, starts: np.ndarray, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     "Inputs dataset[s:s+length] and targets dataset[s+1:s+length+1] for each start s, as int64 on `device`."
     idx = starts[:, None] + np.arange(length + 1)                    # (B, length + 1)
@@ -385,6 +390,7 @@ def get_batch(dataset: np.ndarray,   # 1-D token ids (np.ndarray or np.memmap)
     "Random windows x (B, T) and next-token targets y = x shifted by one, as LongTensors on `device`."
     dataset = dataset if isinstance(dataset, np.ndarray) else np.asarray(dataset)
     if dataset.ndim != 1: raise ValueError(f"dataset must be 1-D token ids, got shape {dataset.shape}")
+    if batch_size < 1 or context_length < 1: raise ValueError(f"batch_size and context_length must be >= 1, got {batch_size}, {context_length}")
     n = len(dataset)
     if n < context_length + 1:
         raise ValueError(f"dataset has {n:,} tokens; a window needs context_length + 1 = {context_length + 1:,}")
@@ -392,23 +398,28 @@ def get_batch(dataset: np.ndarray,   # 1-D token ids (np.ndarray or np.memmap)
     starts = torch.randint(0, n - context_length, (batch_size,), generator=generator).numpy()
     return _windows(dataset, starts, context_length, device)
 
-# %% ../nbs/00a_data.ipynb #93bc193b
-def eval_batches(dataset: np.ndarray,   # 1-D token ids of the validation split
-                 batch_size: int,       # windows per batch (the last batch may have fewer)
-                 context_length: int,   # T: tokens per window
-                 device: str | torch.device, # where x and y go
-                 drop_tail: bool = False, # skip the final short window instead of yielding it
-                ):
-    "Yield (x, y) over non-overlapping windows so that each of the n - 1 targets appears exactly once; the tail is a final (1, r) batch."
-    dataset = dataset if isinstance(dataset, np.ndarray) else np.asarray(dataset)
-    n = len(dataset)
-    if dataset.ndim != 1 or n < 2: raise ValueError(f"dataset must be 1-D with at least 2 tokens, got shape {dataset.shape}")
+# %% ../nbs/00a_data.ipynb #b08e72b1
+def _sequential_windows(dataset, n: int, context_length: int, batch_size: int, device, drop_tail: bool):
     num_windows, tail = divmod(n - 1, context_length)
     for s in range(0, num_windows, batch_size):
         yield _windows(dataset, np.arange(s, min(s + batch_size, num_windows)) * context_length, context_length, device)
     if tail and not drop_tail: yield _windows(dataset, np.array([num_windows * context_length]), tail, device)
 
-# %% ../nbs/00a_data.ipynb #61f709c0
+def eval_batches(dataset: np.ndarray,   # 1-D token ids of the validation split
+                 batch_size: int,       # windows per batch (the last batch may have fewer)
+                 context_length: int,   # T: tokens per window
+                 device: str | torch.device, # where x and y go
+                 drop_tail: bool = False, # skip the final short window instead of yielding it
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    "(x, y) batches of non-overlapping windows in which each of the n - 1 targets appears exactly once; the tail is a final (1, r) batch."
+    dataset = dataset if isinstance(dataset, np.ndarray) else np.asarray(dataset)
+    n = len(dataset)
+    if dataset.ndim != 1 or n < 2: raise ValueError(f"dataset must be 1-D with at least 2 tokens, got shape {dataset.shape}")
+    if batch_size < 1 or context_length < 1: raise ValueError(f"batch_size and context_length must be >= 1, got {batch_size}, {context_length}")
+    # The generator is a separate function so that the checks above run at the call, not at the first next().
+    return _sequential_windows(dataset, n, context_length, batch_size, device, drop_tail)
+
+# %% ../nbs/00a_data.ipynb #a80e0cd2
 class BatchPrefetcher:
     "Iterator of `get_batch` batches drawn by a background thread, up to `num_prefetch` ahead of the training loop."
     def __init__(self, dataset: np.ndarray,   # 1-D token ids
@@ -465,7 +476,7 @@ class BatchPrefetcher:
     def __del__(self):
         if hasattr(self, '_stop'): self.close()
 
-# %% ../nbs/00a_data.ipynb #14ae1881
+# %% ../nbs/00a_data.ipynb #d7270f3c
 def load_tokenizer(tokenizer: str | Path | None = None, # folder written by `Tokenizer.save`
                    vocab: str | Path | None = None,     # GPT-2-format vocab.json (with `merges`)
                    merges: str | Path | None = None,    # GPT-2-format merges.txt (with `vocab`)
@@ -483,7 +494,7 @@ def load_tokenizer(tokenizer: str | Path | None = None, # folder written by `Tok
         if not Path(p).is_file(): raise FileNotFoundError(f"no such file: {p}")
     return Tokenizer.from_files(vocab, merges, special_tokens)
 
-# %% ../nbs/00a_data.ipynb #04fb4cdd
+# %% ../nbs/00a_data.ipynb #ac045f0f
 def main(argv: list[str] | None = None, # command-line arguments (sys.argv[1:] by default)
         ):
     "`python -m llmcourse.data download {tinystories,owt}` and `python -m llmcourse.data tokenize ...`."
@@ -517,6 +528,6 @@ def main(argv: list[str] | None = None, # command-line arguments (sys.argv[1:] b
             print(f"{args.output}: {meta['num_tokens']:,} tokens ({meta['dtype']}), {meta['num_documents']:,} documents")
     except (OSError, ValueError) as e: ap.exit(1, f"{ap.prog}: error: {e}\n")
 
-# %% ../nbs/00a_data.ipynb #6cc3cd3c
+# %% ../nbs/00a_data.ipynb #5a281300
 #| eval: false
 if __name__ == '__main__': main()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tiktoken
 import torch
+from llmcourse.tokenizer import Tokenizer
 from llmcourse.data import (BatchPrefetcher, eval_batches, find_chunk_boundaries, get_batch, load_doc_offsets, load_tokens, main,
                             shared_data_dir, tinystories_sample, token_dtype, tokenize_file)
 
@@ -141,6 +142,9 @@ def test_get_batch_from_memmap_and_errors(tmp_path):
     assert x[:, 0].tolist() == [0] * 4 and y[0, -1] == 49
     with pytest.raises(ValueError, match='context_length \\+ 1 = 51'): get_batch(np.arange(50), 4, 50, 'cpu')
     with pytest.raises(ValueError, match='1-D'): get_batch(np.zeros((4, 40)), 2, 8, 'cpu')
+    with pytest.raises(ValueError, match='>= 1'): get_batch(np.arange(50), 4, 0, 'cpu')
+    with pytest.raises(ValueError, match='>= 1'): eval_batches(np.arange(50), 4, 0, 'cpu')
+    with pytest.raises(ValueError, match='at least 2 tokens'): eval_batches(np.arange(1), 4, 8, 'cpu')
 
 def test_get_batch_bad_device_raises_torch_error():
     with pytest.raises((RuntimeError, AssertionError)): get_batch(np.arange(100), 4, 8, 'cuda:99')
@@ -178,7 +182,6 @@ def run_cli(*args):
 GPT2_FILES = ('--vocab', FIX/'gpt2_vocab.json', '--merges', FIX/'gpt2_merges.txt', '--special_tokens', EOT)
 
 def test_cli_tokenize_equals_single_process_encode(text_file, tmp_path):
-    Tokenizer = pytest.importorskip('llmcourse.tokenizer').Tokenizer
     tok = Tokenizer.from_files(FIX/'gpt2_vocab.json', FIX/'gpt2_merges.txt', [EOT])
     text = text_file.read_text(encoding='utf-8')
     want = tok.encode(text)
@@ -197,7 +200,6 @@ def test_cli_tokenize_equals_single_process_encode(text_file, tmp_path):
     assert load_tokens(tmp_path/'b.bin').tolist() == want
 
 def test_cli_errors_name_the_file(tmp_path, capsys):
-    pytest.importorskip('llmcourse.tokenizer')
     def fails(*args):
         with pytest.raises(SystemExit) as e: main(['tokenize', *map(str, args), '--no_progress'])
         assert e.value.code == 1
@@ -209,3 +211,10 @@ def test_cli_errors_name_the_file(tmp_path, capsys):
     assert 'no tokenizer folder' in fails('--tokenizer', tmp_path/'none', '--input', bad, '--output', tmp_path/'o.bin')
     assert 'vocab' in fails('--vocab', FIX/'gpt2_vocab.json', '--input', bad, '--output', tmp_path/'o.bin')
     assert not list(tmp_path.glob('o.bin*'))
+
+def test_no_special_token_means_one_piece(text_file, tmp_path):
+    plain = RefTokenizer(); plain.special_tokens = []
+    with pytest.warns(UserWarning, match='not a special token'):
+        meta = tokenize_file(plain, text_file, tmp_path/'p.bin', workers=2, chunk_bytes=1000, progress=False)
+    text = text_file.read_text(encoding='utf-8')
+    assert meta['num_documents'] == 1 and load_tokens(tmp_path/'p.bin').tolist() == plain.encode(text)

@@ -14,6 +14,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         srv = self.server
         srv.ranges.append(self.headers.get('Range'))
+        if self.path in srv.redirects:   # Hugging Face answers /resolve/ URLs with a redirect to its CDN
+            self.send_response(302); self.send_header('Location', srv.redirects[self.path]); self.send_header('Content-Length', '0')
+            self.end_headers(); return
         body = srv.files.get(self.path)
         if body is None: return self.send_error(404)
         start, m = 0, re.fullmatch(r'bytes=(\d+)-', self.headers.get('Range') or '')
@@ -34,7 +37,7 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    srv.files, srv.ranges, srv.cuts, srv.ignore_range = {'/f.bin': PAYLOAD}, [], [], False
+    srv.files, srv.ranges, srv.cuts, srv.ignore_range, srv.redirects = {'/f.bin': PAYLOAD}, [], [], False, {}
     srv.url = f'http://127.0.0.1:{srv.server_port}'
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     yield srv
@@ -68,6 +71,14 @@ def test_resume_without_known_size_or_checksum(server, tmp_path):
     download(f'{server.url}/f.bin', dest, progress=False)
     assert server.ranges == [None, 'bytes=12345-', 'bytes=200000-']
     assert dest.read_bytes() == PAYLOAD
+
+def test_resume_through_a_redirect(server, tmp_path):
+    server.redirects['/resolve/f.bin'] = '/f.bin'
+    server.cuts = [70_000]
+    with pytest.raises(ConnectionError): download(f'{server.url}/resolve/f.bin', tmp_path/'f.bin', len(PAYLOAD), SHA, progress=False)
+    download(f'{server.url}/resolve/f.bin', tmp_path/'f.bin', len(PAYLOAD), SHA, progress=False)
+    assert server.ranges == [None, None, 'bytes=70000-', 'bytes=70000-']   # the Range header survives the redirect
+    assert (tmp_path/'f.bin').read_bytes() == PAYLOAD
 
 def test_server_ignoring_range_restarts(server, tmp_path):
     server.ignore_range = True

@@ -1,0 +1,211 @@
+"""llmcourse.tokenizer: tiktoken parity on real and adversarial text, CS336-style training checks against a slow reference,
+special tokens, streaming memory, save/load and bad input."""
+import json, os, random, re, sys, tracemalloc
+from collections import Counter
+from pathlib import Path
+import pytest, regex
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiktoken_gpt2 import gpt2_files, gpt2_tiktoken
+from llmcourse.data import read_text, shared_data_dir
+from llmcourse.tokenizer import GPT2_PAT, Tokenizer, _exact_tables, pretokenize, train_bpe
+
+D = shared_data_dir()
+FIX = D / 'fixtures'
+EOT = '<|endoftext|>'
+
+@pytest.fixture(scope='module')
+def enc(): return gpt2_tiktoken()
+
+@pytest.fixture(scope='module')
+def gpt2():
+    v, m = gpt2_files()
+    return Tokenizer.from_files(v, m, special_tokens=[EOT])
+
+def texts():
+    return {'tinystories': read_text(D / 'tinystories/tinystories_v2_gpt4_train_prefix_raw.txt.gz')[:300_000],
+            'webtext': read_text(D / 'owt/webtext_train_prefix_eot.txt.gz')[:600_000],
+            'german': read_text(FIX / 'german.txt'),
+            'moby_dick': read_text(D / 'other/stdlib_moby_dick_raw.txt.gz')[:300_000],
+            'tinystories_v1': read_text(D / 'tinystories/tinystories_v1_train_prefix_raw.txt.gz')[:200_000],
+            'address': read_text(FIX / 'address.txt'),
+            'special_trailing': read_text(FIX / 'special_token_trailing_newlines.txt'),
+            'special_double': read_text(FIX / 'special_token_double_newlines_non_whitespace.txt')}
+
+ADVERSARIAL = ['', ' ', '  ', '\n', '\n\n', '\n\n\n', ' \n', '\n ', '\t', '\r\n', '\r\n\r\n', 'a\r\nb', 'hi  ', 'hi\n\n',
+               '   x', 'x   y', 'x \n\n y', ' \t\n\x0b\x0c\r', '\u3000\xa0\u2028\x85', '\x1c\x1d\x1e\x1f', '\x00',
+               '👋🏽', '👨‍👩‍👧‍👦', '🏳️‍🌈 flags', '東京タワーへ行く', '한국어 텍스트', 'e\u0301', 'n\u0303o\u0308', 'ǅ ﬁ ᾈ',
+               "It's we'll I'LL they've you'd 'S 's", '123 4567 3.14 ½ ² ٣٤', '$100,000.00!!! ...', 'http://x.io/a?b=c&d=e',
+               EOT, 'a' + EOT + 'b', ' ' + EOT + ' ', '\n' + EOT + '\n\n', EOT + EOT, EOT + ' ' + EOT, '<|endoftext|',
+               '|endoftext|>', '<|endoftext|>\n\nHello', 'x' * 300, ' ' * 300, '\n' * 50 + 'x', '\U0003eeaa\u0558 new letters']
+
+def random_strings(n, seed=0):
+    rng = random.Random(seed)
+    pieces = [' ', '  ', '\n', '\n\n', '\t', '\r\n', "'s", "'ll", 'a', 'Z', '9', '.', 'é', '中', '😀', '\u0301', EOT]
+    out = []
+    for _ in range(n):
+        k = rng.randint(1, 40)
+        s = ''.join(rng.choice(pieces) if rng.random() < 0.5 else
+                    chr(rng.choice([rng.randint(0, 0x7f), rng.randint(0x80, 0x7ff), rng.randint(0x800, 0xffff), rng.randint(0x10000, 0x10ffff)]))
+                    for _ in range(k))
+        out.append(s.encode('utf-8', 'replace').decode('utf-8', 'replace'))       # drop lone surrogates
+    return out
+
+# ---------------------------------------------------------------- tiktoken parity
+@pytest.mark.parametrize('name', list(texts()))
+def test_encode_matches_tiktoken_on_real_text(name, gpt2, enc):
+    t = texts()[name]
+    ids = gpt2.encode(t)
+    assert ids == enc.encode(t, allowed_special={EOT})
+    assert gpt2.decode(ids) == t
+
+def test_encode_matches_tiktoken_on_adversarial_strings(gpt2, enc):
+    for s in ADVERSARIAL + random_strings(3000):
+        ids = gpt2.encode(s)
+        assert ids == enc.encode(s, allowed_special={EOT}), repr(s)
+        assert gpt2.decode(ids) == s, repr(s)
+
+def test_pretokenize_equals_regex_findall():
+    odd = _exact_tables()[0]                  # code points `regex` knows but tiktoken's older tables don't: see the notebook
+    for s in list(texts().values()) + ADVERSARIAL + random_strings(1000, seed=1):
+        if not odd.isdisjoint(s): continue
+        assert pretokenize(s) == regex.findall(GPT2_PAT, s), repr(s[:80])
+
+def test_without_special_tokens_eot_is_plain_text(enc):
+    tok = Tokenizer.from_files(*gpt2_files())
+    s = 'Hi' + EOT + ' there'
+    assert tok.encode(s) == enc.encode(s, disallowed_special=())
+    assert 50256 not in tok.encode(s)
+
+def test_overlapping_special_tokens_longest_wins(gpt2):
+    tok = Tokenizer(gpt2.vocab, gpt2.merges, special_tokens=[EOT, EOT + EOT])
+    ids = tok.encode('Hello, how ' + EOT + EOT + ' are you?' + EOT)
+    pieces = [tok.decode([i]) for i in ids]
+    assert pieces.count(EOT + EOT) == 1 and pieces.count(EOT) == 1
+    assert tok.vocab_size == 50258 and tok.special_tokens == [EOT, EOT + EOT]
+
+def test_new_special_token_gets_new_id(gpt2):
+    tok = Tokenizer(gpt2.vocab, gpt2.merges, special_tokens=['<|pad|>', EOT])
+    assert tok.encode('<|pad|>') == [50257] and tok.encode(EOT) == [50256]
+
+# ---------------------------------------------------------------- streaming
+def test_encode_iterable_matches_encode(gpt2, enc):
+    t = read_text(FIX / 'tinystories_sample.txt')
+    with open(FIX / 'tinystories_sample.txt', encoding='utf-8') as f: ids = list(gpt2.encode_iterable(f))
+    assert ids == enc.encode(t, allowed_special={EOT}) and gpt2.decode(ids) == t
+    w = texts()['webtext'][:100_000]
+    for size in (1, 7, 13, 1000):                              # chunk edges anywhere, inside words and special tokens
+        chunks = [w[i:i + size] for i in range(0, len(w), size)] if size > 1 else list(w[:5000])
+        assert list(gpt2.encode_iterable(chunks, chunk_chars=500)) == gpt2.encode(''.join(chunks)), size
+
+def test_encode_iterable_memory_is_bounded(gpt2, tmp_path):
+    ts = read_text(D / 'tinystories/tinystories_v2_gpt4_train_prefix_raw.txt.gz')
+    peaks = {}
+    for copies in (1, 4):
+        p = tmp_path / f'ts{copies}.txt'
+        p.write_text(ts * copies, encoding='utf-8')
+        gpt2.encode(ts[:10_000])                               # warm the pre-token cache outside the measurement
+        tracemalloc.start()
+        with open(p, encoding='utf-8') as f: n = sum(1 for _ in gpt2.encode_iterable(f))
+        peaks[copies] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert n > 300_000 * copies
+    assert peaks[4] < 1.5 * peaks[1] + 1e6, peaks                # 4x the input, not 4x the memory
+    assert peaks[4] < 4 * len(ts), peaks                        # and far less than the 5.7 MB of text
+
+# ---------------------------------------------------------------- training (CS336 semantics)
+def bpe_reference(text, vocab_size, special_tokens=()):
+    "Slow reference: recount every pair after each merge; ties go to the greatest (left bytes, right bytes)."
+    pieces = re.split('|'.join(map(re.escape, sorted(special_tokens, key=len, reverse=True))), text) if special_tokens else [text]
+    words = Counter(tuple(bytes([b]) for b in p.encode()) for piece in pieces for p in regex.findall(GPT2_PAT, piece))
+    merges = []
+    while 256 + len(special_tokens) + len(merges) < vocab_size:
+        pairs = Counter()
+        for w, c in words.items():
+            for p in zip(w, w[1:]): pairs[p] += c
+        if not pairs: break
+        best = max(pairs, key=lambda p: (pairs[p], p))
+        merges.append(best)
+        new = Counter()
+        for w, c in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if w[i:i + 2] == best: out.append(w[i] + w[i + 1]); i += 2
+                else: out.append(w[i]); i += 1
+            new[tuple(out)] += c
+        words = new
+    return merges
+
+def test_train_bpe_corpus_en_matches_reference():
+    vocab, merges = train_bpe(input_path=str(FIX / 'corpus.en'), vocab_size=500, special_tokens=[EOT])
+    assert merges == bpe_reference((FIX / 'corpus.en').read_text(encoding='utf-8'), 500, [EOT])
+    assert set(vocab) == set(range(500))
+    assert set(vocab.values()) == {bytes([i]) for i in range(256)} | {EOT.encode()} | {a + b for a, b in merges}
+    assert [vocab[i] for i in range(256)] == [bytes([i]) for i in range(256)] and vocab[256] == EOT.encode()
+
+def test_train_bpe_tinystories_matches_reference(tmp_path):
+    t = read_text(D / 'tinystories/tinystories_v2_gpt4_train_prefix_raw.txt.gz')[:120_000]
+    (tmp_path / 'ts.txt').write_text(t, encoding='utf-8')
+    assert train_bpe(tmp_path / 'ts.txt', 700, [EOT])[1] == bpe_reference(t, 700, [EOT])
+
+def test_train_bpe_parallel_equals_serial(tmp_path):
+    p = D / 'tinystories/tinystories_v2_gpt4_train_prefix_raw.txt.gz'
+    (tmp_path / 'ts.txt').write_text(read_text(p) + read_text(FIX / 'german.txt'), encoding='utf-8')   # > 1 MB: chunked
+    one = train_bpe(tmp_path / 'ts.txt', 1500, [EOT], num_processes=1)
+    two = train_bpe(tmp_path / 'ts.txt', 1500, [EOT], num_processes=2)
+    assert one == two
+
+def test_train_bpe_special_tokens_never_merge(tmp_path):
+    (tmp_path / 'a.txt').write_text('cat<|endoftext|>cat<|endoftext|>cat ' + EOT + '\n\n' + EOT, encoding='utf-8')
+    vocab, merges = train_bpe(tmp_path / 'a.txt', 300, [EOT])
+    assert not any(b'<|' in t for t in vocab.values() if t != EOT.encode())
+    assert merges[:2] == [(b'c', b'a'), (b'ca', b't')]              # (c,a) and (a,t) tie at 3: the greater pair wins
+    v2, m2 = train_bpe(FIX / 'tinystories_sample.txt', 400, [EOT])
+    assert not any(b'<|' in t for t in v2.values() if t != EOT.encode())
+
+def test_train_bpe_longest_special_first(tmp_path):
+    (tmp_path / 'a.txt').write_text('ab<|x|><|x|>ab<|x|>ab', encoding='utf-8')
+    vocab, merges = train_bpe(tmp_path / 'a.txt', 300, ['<|x|>', '<|x|><|x|>'])
+    assert merges == [(b'a', b'b')] and b'<|x|><|x|>' in vocab.values()
+
+def test_empty_input_trains_byte_vocab(tmp_path):
+    (tmp_path / 'e.txt').write_text('')
+    vocab, merges = train_bpe(tmp_path / 'e.txt', 1000, [EOT])
+    assert merges == [] and len(vocab) == 257
+
+def test_trained_tokenizer_roundtrip_and_save_load(tmp_path):
+    vocab, merges = train_bpe(FIX / 'tinystories_sample.txt', 500, [EOT])
+    tok = Tokenizer(vocab, merges, [EOT])
+    t = read_text(FIX / 'tinystories_sample.txt')
+    assert tok.decode(tok.encode(t)) == t and tok.encode(EOT) == [256]
+    tok.save(tmp_path / 'tok')
+    assert sorted(p.name for p in (tmp_path / 'tok').iterdir()) == ['merges.txt', 'special_tokens.json', 'vocab.json']
+    back = Tokenizer.from_dir(tmp_path / 'tok')
+    assert back.vocab == tok.vocab and back.merges == tok.merges and back.special_tokens == [EOT]
+    assert back.encode(t) == tok.encode(t)
+    odd = Tokenizer({**{i: bytes([i]) for i in range(256)}, 256: b'\x00 \xff\n', 257: 'ü'.encode()}, [], ['<|a b|>'])
+    odd.save(tmp_path / 'odd')
+    back = Tokenizer.from_files(tmp_path / 'odd' / 'vocab.json', tmp_path / 'odd' / 'merges.txt')
+    assert back.vocab == odd.vocab and back.special_tokens == ['<|a b|>']
+
+# ---------------------------------------------------------------- bad input
+def test_bad_input_errors(tmp_path, gpt2):
+    with pytest.raises(FileNotFoundError, match='no such file'): train_bpe(tmp_path / 'missing.txt', 300)
+    (tmp_path / 'x.txt').write_text('hello')
+    with pytest.raises(ValueError, match='below 256 bytes'): train_bpe(tmp_path / 'x.txt', 256, [EOT])
+    (tmp_path / 'latin1.txt').write_bytes('caf\xe9 ol\xe9'.encode('latin-1'))
+    with pytest.raises(ValueError, match='not UTF-8'): train_bpe(tmp_path / 'latin1.txt', 300)
+    with pytest.raises(ValueError, match='token id 50257 is not in the vocabulary'): gpt2.decode([1, 50257])
+    with pytest.raises(ValueError, match='token id -1'): gpt2.decode([-1])
+    with pytest.raises(FileNotFoundError, match='not found'): Tokenizer.from_files(tmp_path / 'v.json', tmp_path / 'm.txt')
+    (tmp_path / 'v.json').write_text('not json'); (tmp_path / 'm.txt').write_text('a b\n')
+    with pytest.raises(ValueError, match='not a JSON vocabulary'): Tokenizer.from_files(tmp_path / 'v.json', tmp_path / 'm.txt')
+    (tmp_path / 'v.json').write_text(json.dumps({'a': 0, 'b': 1, 'ab': 2}))
+    (tmp_path / 'm.txt').write_text('a b\nab\n')
+    with pytest.raises(ValueError, match='m.txt:2: expected two space-separated tokens'): Tokenizer.from_files(tmp_path / 'v.json', tmp_path / 'm.txt')
+    with pytest.raises(FileNotFoundError, match='tokenizer folder not found'): Tokenizer.from_dir(tmp_path / 'nope')
+    with pytest.raises(TypeError, match='encode expects str'): gpt2.encode(b'bytes')
+
+def test_decode_replaces_invalid_utf8(gpt2):
+    assert gpt2.decode(gpt2.encode('ち')[:1]) == '\ufffd'
+    assert gpt2.decode([]) == ''
