@@ -143,6 +143,12 @@ def test_batch_of_different_lengths_equals_each_alone():
     eos = alone[2][2]
     assert generate(model, prompts, 20, temperature=0, eos_id=eos) == [r[:r.index(eos) + 1] if eos in r else r for r in alone]
     same = torch.tensor([[1, 2, 3], [4, 5, 6]])  # a 2-D tensor is a batch
+    import numpy as np
+    assert generate(model, np.array(prompts[2]), 5, temperature=0) == alone[2][:5]  # numpy prompts work like lists
+    assert generate(model, [np.array(p) for p in prompts], 5, temperature=0) == [r[:5] for r in alone]
+    assert generate(model, [torch.tensor(p) for p in prompts], 5, temperature=0) == [r[:5] for r in alone]
+    assert generate(model, tuple(prompts[1]), 5, temperature=0) == alone[1][:5]
+    assert generate(model, prompts[0], np.int64(5), temperature=0, top_k=np.int64(3)) == alone[0][:5]  # numpy integers as settings
     assert generate(model, same, 5, temperature=0) == [greedy_reference(model, r, 5) for r in same.tolist()]
 
 # --- the KV cache ------------------------------------------------------------------------------------------------------
@@ -173,3 +179,71 @@ def test_cache_float64_exact_and_overflow():
         torch.testing.assert_close(cached, model(ids), rtol=0, atol=1e-10)
         assert cache.k[0].dtype == torch.float64 and cache.k[0].shape == (1, 4, 32, 8)
         with pytest.raises(ValueError, match='context_length'): forward_cached(model, torch.zeros(1, 13, dtype=torch.long), cache)
+
+# --- the command line ----------------------------------------------------------------------------------------------------
+
+import json, subprocess, sys
+from pathlib import Path
+import llmcourse.generate as G
+from llmcourse.checkpoint import save_checkpoint
+from llmcourse.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+EOT_ID = 256
+
+def byte_tokenizer():
+    return Tokenizer({i: bytes([i]) for i in range(256)}, [], ['<|endoftext|>'])  # <|endoftext|> gets id 256
+
+@pytest.fixture
+def run_dir(tmp_path):
+    "A tiny run folder as `python -m llmcourse.train` leaves it: config.json, ckpt_last.pt, tokenizer/."
+    config = dict(vocab_size=257, context_length=24, d_model=32, num_layers=2, num_heads=4, d_ff=64, rope_theta=10_000.)
+    torch.manual_seed(0)
+    model = TransformerLM(**config)
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'config.json').write_text(json.dumps(config))
+    save_checkpoint(model, None, 0, run / 'ckpt_last.pt')
+    byte_tokenizer().save(run / 'tokenizer')
+    return run
+
+def cli(*args):
+    env = {'PYTHONPATH': str(ROOT), 'PATH': '/usr/bin:/bin', 'OMP_NUM_THREADS': '1', 'PYTHONIOENCODING': 'utf-8'}
+    r = subprocess.run([sys.executable, '-m', 'llmcourse.generate', *map(str, args)], capture_output=True, env=env, cwd=ROOT, timeout=300)
+    # bytes, not text mode: universal newlines would turn a generated '\r' into '\n'
+    return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode('utf-8'), r.stderr.decode('utf-8'))
+
+def expected_text(run, prompt, n, **kw):
+    from llmcourse.checkpoint import load_model_from_run
+    model, tok, _ = load_model_from_run(run, 'cpu')
+    ids = generate(model, tok.encode(prompt), n, eos_id=EOT_ID, **kw)
+    return tok.decode([i for i in ids if i != EOT_ID])
+
+def test_cli_greedy_and_seeded(run_dir):
+    r = cli(run_dir, '--prompt', 'Once upon a time', '--temperature', '0', '--max_new_tokens', '30', '--device', 'cpu')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected_text(run_dir, 'Once upon a time', 30, temperature=0) + '\n'
+    args = (run_dir, '--prompt', 'Once', '--temperature', '1.3', '--top_p', '0.95', '--top_k', '200', '--seed', '3', '--max_new_tokens', '40', '--device', 'cpu')
+    a, b = cli(*args), cli(*args)
+    assert a.returncode == 0 and a.stdout == b.stdout
+    assert a.stdout == expected_text(run_dir, 'Once', 40, temperature=1.3, top_p=0.95, top_k=200, seed=3) + '\n'
+    assert cli(run_dir, '--max_new_tokens', '5', '--seed', '0', '--device', 'cpu').returncode == 0  # empty prompt: starts after <|endoftext|>
+
+def test_cli_errors(run_dir, tmp_path):
+    r = cli(tmp_path / 'missing')
+    assert r.returncode == 2 and 'no run folder' in r.stderr
+    r = cli(tmp_path)
+    assert r.returncode == 2 and 'no config.json' in r.stderr
+    for flag, value in (('--temperature', '-1'), ('--top_p', '0'), ('--top_k', '0'), ('--max_new_tokens', '-2')):
+        r = cli(run_dir, flag, value)
+        assert r.returncode == 2 and flag[2:] in r.stderr, (flag, r.stderr)
+    (run_dir / 'ckpt_last.pt').write_bytes(b'not a checkpoint')
+    r = cli(run_dir, '--device', 'cpu')
+    assert r.returncode == 2 and 'ckpt_last.pt' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+def test_stream_text_holds_back_split_characters(monkeypatch):
+    "A character split over several byte tokens is printed once, whole; <|endoftext|> ends the text unprinted."
+    ids = [72, 0xE2, 0x82, 0xAC, 33, 0xC3, 0xA9, EOT_ID, 65]  # 'H', '€' in 3 bytes, '!', 'é' in 2 bytes, end, 'A'
+    monkeypatch.setattr(G, 'stream_generate', lambda model, prompt, n, **kw: iter(ids))
+    pieces = list(G.stream_text(None, byte_tokenizer(), 'x', 10))
+    assert pieces == ['H', '€', '!', 'é']
