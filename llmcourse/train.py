@@ -488,6 +488,7 @@ def train(cfg: TrainConfig, # the run's config
     if cfg.resume and not resume: log(f"--resume: no checkpoint in {run_dir} yet, starting a fresh run")
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for f in run_dir.glob('.ckpt_*.tmp'): f.unlink(missing_ok=True)  # temporary files of a process killed mid-write
         if not resume:
             for f in [metrics_path, *run_dir.glob('ckpt_*.pt')]: f.unlink(missing_ok=True)  # a fresh run replaces an old one's results
         atomic_write_text(run_dir / 'config.json', json.dumps(asdict(cfg), indent=2) + '\n')
