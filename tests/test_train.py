@@ -123,3 +123,32 @@ def test_two_gloo_processes_equal_one_process(tmp_path, cache):
     w1 = read_checkpoint(tmp_path / 'single' / 'ckpt_last.pt')['model']
     w2 = read_checkpoint(tmp_path / 'ddp' / 'ckpt_last.pt')['model']
     for k in w1: torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-5)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, cache):
+    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'WANDB_MODE': 'disabled', 'OMP_NUM_THREADS': '1'}
+    cmd = [sys.executable, '-m', 'llmcourse.train'] + TINY + ['--out_dir', str(tmp_path), '--cache_dir', str(cache),
+                                                             '--max_steps', '100000', '--checkpoint_every', '50', '--eval_every', '50']
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / 'tinystories_sample' / 'ckpt_last.pt'
+    t0 = time.time()
+    while not ckpt.exists() and proc.poll() is None and time.time() - t0 < 120: time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert 'Traceback' not in err and 'continue with --resume true' in out + err
+    step = read_checkpoint(ckpt)['iteration']
+    assert 50 <= step < 100000
+
+
+def test_plateau_schedule_and_early_stopping(tmp_path, cache):
+    # a learning rate too small to improve the val loss by min_delta: the plateau scheduler cuts it, then early stopping ends the run
+    p = run(['--max_steps', '200', '--eval_every', '5', '--schedule', 'plateau', '--lr', '1e-6', '--min_lr', '1e-8',
+             '--warmup_steps', '0', '--plateau_patience', '0', '--early_stop_patience', '3', '--min_delta', '0.5'], tmp_path, cache)
+    rows = read_metrics(tmp_path / 'tinystories_sample')
+    # the first evaluation is an improvement (on infinity); the next three are not
+    assert 'early stopping at step 20' in p.stdout + p.stderr
+    assert [r['step'] for r in rows] == [5, 10, 15, 20]
+    lrs = [r['lr'] for r in rows]  # a row's lr is the one its steps used; a cut follows every evaluation without improvement
+    assert lrs[0] == lrs[1] == pytest.approx(1e-6) and lrs[2] == pytest.approx(5e-7) and lrs[3] == pytest.approx(2.5e-7)
+    assert read_checkpoint(tmp_path / 'tinystories_sample' / 'ckpt_last.pt')['iteration'] == 20
