@@ -7,7 +7,7 @@ from __future__ import annotations
 import heapq, json, multiprocessing as mp, operator, os, re, tempfile
 from array import array
 from collections import Counter, defaultdict
-from itertools import chain, repeat
+from itertools import accumulate, chain, repeat
 from pathlib import Path
 from typing import Iterable, Iterator
 import regex
@@ -146,11 +146,11 @@ _cut_re, _cut_rev = regex.compile(_CUT), regex.compile(_CUT, regex.REVERSE)
 # For streaming, any non-space (Unicode White_Space, as in tiktoken) before an ASCII space is a cut: CJK lines end in one.
 _stream_cut_rev = regex.compile(rf'\S(?=[{_WS}])', regex.REVERSE)
 
-_exact = None
-def _exact_tables():
-    "Code points whose class differs between the installed `regex` and tiktoken, and the pattern built from the tables."
-    global _exact
-    if _exact is None:
+_odd = _exact = None
+def _odd_chars() -> frozenset[str]:
+    "Code points whose class differs between the installed `regex` and tiktoken."
+    global _odd
+    if _odd is None:
         L, N = _ranges(_TIKTOKEN_L), _ranges(_TIKTOKEN_N)
         if regex.__version__ == _ODD_REGEX_VERSION: odd = {chr(c) for a, b in _ranges(_ODD) for c in range(a, b + 1)}
         else:
@@ -159,9 +159,17 @@ def _exact_tables():
             tn = ''.join(chr(c) for a, b in N for c in range(a, b + 1))
             odd = ((set(regex.sub(r'[^\p{L}\p{N}]', '', every)) - set(tl) - set(tn))
                    | set(regex.findall(r'\P{L}', tl)) | set(regex.findall(r'\P{N}', tn)))
+        _odd = frozenset(odd)
+    return _odd
+
+def _exact_tables():
+    "The odd code points and GPT-2's pattern with tiktoken's own tables, compiled on first need (it takes `regex` ~40 ms)."
+    global _exact
+    if _exact is None:
+        L, N = _ranges(_TIKTOKEN_L), _ranges(_TIKTOKEN_N)
         l, n = _class(L), _class(N)
         pat = rf"""'(?:[sdmt]|ll|ve|re)| ?[{l}]+| ?[{n}]+| ?[^\s{l}{n}]+|\s+(?!\S)|\s+"""
-        _exact = (frozenset(odd), regex.compile(pat))
+        _exact = (_odd_chars(), regex.compile(pat))
     return _exact
 
 def pretokenize(text: str, # text without special tokens
@@ -172,13 +180,13 @@ def pretokenize(text: str, # text without special tokens
     for m in _unknown_re.finditer(text):
         s, e = m.span()
         if s < pos: continue                             # already inside a region given to `regex`
-        if odd is None: odd, exact = _exact_tables()
+        if odd is None: odd = _odd_chars()
         c = _cut_rev.search(text, pos, s)
         lo = c.end() if c else pos                       # last safe cut before the unknown run
         c = _cut_re.search(text, e)
         hi = c.end() if c else n                         # first safe cut after it
         if lo > pos: out += _fast_re.findall(text, pos, lo)
-        out += (_gpt2_re if odd.isdisjoint(text[lo:hi]) else exact).findall(text, lo, hi)
+        out += (_gpt2_re if odd.isdisjoint(text[lo:hi]) else _exact_tables()[1]).findall(text, lo, hi)
         pos = hi
     if pos < n: out += _fast_re.findall(text, pos)
     return out
@@ -392,6 +400,18 @@ def _split_keep(text: str, sep: str) -> list[str]:
     out[::2] = pieces
     return out
 
+def _runs(packed: list[bytes], # packed ids of consecutive keys (pre-tokens)
+          key_lens: Iterable[int], # the characters each key covers
+          run_lens: Iterable[int], # the characters each run covers; runs start and end on key boundaries
+         ) -> list[bytes]:
+    "The packed ids of each run of consecutive keys, found with C-level loops (`map`, `accumulate`) and no Python loop."
+    # character offset of each key boundary -> byte offset of the ids there, in the joined packed ids
+    at = dict(zip(accumulate(key_lens, initial=0), accumulate(map(len, packed), initial=0)))
+    try: b = list(map(at.__getitem__, accumulate(run_lens, initial=0)))
+    except KeyError: raise RuntimeError("a pre-token crosses a run boundary") from None   # would be a bug in the cut rule
+    flat = b''.join(packed)
+    return list(map(flat.__getitem__, map(slice, b, b[1:])))      # flat[b[r]:b[r + 1]] for each run r
+
 class Tokenizer:
     "Byte-level BPE encoder/decoder over a vocab (id -> bytes) and merges in creation order, with special tokens."
     def __init__(self,
@@ -454,40 +474,46 @@ class Tokenizer:
             if i < len(rk): rk[i] = get((ids[i], ids[i + 1]), none)
         return tuple(ids)
 
-    def _ids(self, keys: list) -> list[int]:
-        "Ids of a list of pre-tokens (and `(special,)` keys), through the cache."
+    def _keys(self, text: str) -> list:
+        "Pre-tokens of `text`, with each special token as a `(special,)` key."
+        if self._special_re is None: return pretokenize(text)
+        keys = []
+        parts = self._special_re.split(text) if len(self.special_tokens) > 1 else _split_keep(text, self.special_tokens[0])
+        for k, part in enumerate(parts):
+            if k % 2: keys.append((part,))
+            elif part: keys += pretokenize(part)
+        return keys
+
+    def _key_lens(self, keys: list):
+        "The characters each key covers (a `(special,)` key covers its special token)."
+        lens = list(map(len, keys))
+        if self._special_re is not None:                  # fix the few special keys, found by C-level `list.index` scans
+            types, i = list(map(type, keys)), -1
+            try:
+                while True: i = types.index(tuple, i + 1); lens[i] = len(keys[i][0])
+            except ValueError: pass
+        return lens
+
+    def _packed(self, keys: list) -> list[bytes]:
+        "The packed ids of each pre-token (or `(special,)` key), through the cache: BPE only for keys not seen before."
         cache = self._cache
-        try: return array('I', b''.join(map(cache.__getitem__, keys))).tolist()
+        try: return list(map(cache.__getitem__, keys))
         except KeyError: pass
         missing = set(keys).difference(cache)
         if len(cache) + len(missing) > self._cache_max:  # bound the memory of very long streams
             self._cache = cache = dict(self._whole); self._words.clear()
             missing = set(keys).difference(cache)
         for p in missing: cache[p] = _pack(self._bpe(p))
-        return array('I', b''.join(map(cache.__getitem__, keys))).tolist()
+        return list(map(cache.__getitem__, keys))
 
     def _encode_segment(self, text: str) -> list[int]:
         "Ids of `text` through the pre-token cache: split off special tokens, pre-tokenize, look up."
-        if self._special_re is None: return self._ids(pretokenize(text))
-        keys = []
-        parts = self._special_re.split(text) if len(self.special_tokens) > 1 else _split_keep(text, self.special_tokens[0])
-        for k, part in enumerate(parts):
-            if k % 2: keys.append((part,))
-            elif part: keys += pretokenize(part)
-        return self._ids(keys)
+        return array('I', b''.join(self._packed(self._keys(text)))).tolist()
 
     def _fill_words(self, words: list[str]):
-        "Cache the packed ids of ' ' + w for each word w, pre-tokenizing them all in one call."
-        pieces = pretokenize(' ' + ' '.join(words))       # a space after a non-space is a cut: pieces never cross words
-        self._ids(pieces)                                 # fill the pre-token cache
-        pc, wc, k, want, acc, start = self._cache, self._words, 0, len(words[0]) + 1, 0, 0
-        for j, p in enumerate(pieces):
-            acc += len(p)
-            if acc >= want:
-                if acc > want: raise RuntimeError(f"pre-token {p!r} crosses a word boundary")   # would be a bug in the cut rule
-                wc[words[k]] = pc[p] if j == start else b''.join(map(pc.__getitem__, pieces[start:j + 1]))
-                k += 1; start = j + 1; acc = 0
-                if k < len(words): want = len(words[k]) + 1
+        "Cache the packed ids of ' ' + w for each word w (non-empty, ending in a non-space), pre-tokenizing them all in one call."
+        keys = self._keys(' ' + ' '.join(words))          # a space after a non-space is a cut: pieces never cross words
+        self._words.update(zip(words, _runs(self._packed(keys), self._key_lens(keys), [len(w) + 1 for w in words])))
 
     def encode(self, text: str, # text to encode; special tokens are kept whole (longest match wins)
               ) -> list[int]:
@@ -505,24 +531,25 @@ class Tokenizer:
         if missing:
             good = [w for w in missing if w and not w[-1].isspace()]
             if len(wc) + len(good) > self._cache_max: wc.clear()
-            sp = self.special_tokens
-            with_special = ([w for w in good if sp[0] in w] if len(sp) == 1 else [w for w in good if any(s in w for s in sp)]) if sp else []
-            if with_special:                              # e.g. 'end.\n<|endoftext|>\nOnce': still context-free, split the slow way
-                for w in with_special: wc[w] = _pack(self._encode_segment(' ' + w))
-                good = list(set(good).difference(with_special))
             if good: self._fill_words(good)
         vals = list(map(wc.get, words))
         vals[0] = None                                    # the first word has no space before it
-        i, n = 0, len(words)
+        segs, starts, i, n = [], [], 0, len(words)
         while True:                                       # the rest, in segments that start and end at safe cuts
             try: j = vals.index(None, i)
             except ValueError: break
             k = j
             while k < n - 1 and (not words[k] or words[k][-1].isspace()): k += 1   # end after a non-space
             seg = ' '.join(words[j:k + 1])
-            vals[j] = _pack(self._encode_segment(' ' + seg if j else seg))
+            segs.append(' ' + seg if j else seg); starts.append(j)
             vals[j + 1:k + 1] = [b''] * (k - j)
             i = k + 1
+        if segs:
+            # All segments in one pass (not one pass each: that paid split/pre-tokenize/array overhead ~1,000 times). Every
+            # segment but the last ends on a non-space and the next starts with a space, a cut: the pieces of the joined text
+            # are the segments' pieces, and `_runs` cuts their ids back apart by character counts.
+            keys = self._keys(''.join(segs))
+            for j, v in zip(starts, _runs(self._packed(keys), self._key_lens(keys), map(len, segs))): vals[j] = v
         return array('I', b''.join(vals)).tolist()
 
     def _safe_cut(self, buf: str) -> int:
