@@ -3,15 +3,21 @@
 `tiktoken.get_encoding('gpt2')` downloads its files; the same encoding is the GPT-2 pattern plus merge ranks, and the rank of a
 GPT-2 token is its id in vocab.json.
 """
-import json
+import json, os
 from pathlib import Path
 import tiktoken
-from llmcourse.data import shared_data_dir
 from llmcourse.tokenizer import GPT2_PAT, bytes_to_unicode
+
+def shared_dir() -> Path:
+    "The shared corpora, looked up as `llmcourse.data.shared_data_dir` does, without importing torch (benchmarks measure memory)."
+    if env := os.environ.get('LLMCOURSE_SHARED_DATA'): return Path(env)
+    for d in Path(__file__).resolve().parents:
+        if (d / 'shared' / 'data').is_dir(): return d / 'shared' / 'data'
+    raise FileNotFoundError('no shared/data folder found: set LLMCOURSE_SHARED_DATA')
 
 def gpt2_files() -> tuple[Path, Path]:
     "Paths of GPT-2's vocab.json and merges.txt in the shared fixtures."
-    d = shared_data_dir() / 'fixtures'
+    d = shared_dir() / 'fixtures'
     return d / 'gpt2_vocab.json', d / 'gpt2_merges.txt'
 
 def gpt2_tiktoken() -> tiktoken.Encoding:

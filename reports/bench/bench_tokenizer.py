@@ -14,22 +14,25 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / 'tests')]
 EOT = '<|endoftext|>'
 
+# Neither this process nor the tasks import llmcourse.data: it imports torch, and a forked child starts with its parent's
+# peak RSS, so torch's ~220 MB would be counted in every task's peak memory.
+from tiktoken_gpt2 import shared_dir
+
+def read_text(path): return gzip.open(path, 'rt', encoding='utf-8').read()
+
 def corpus_parts():
-    from llmcourse.data import shared_data_dir
-    d = shared_data_dir()
+    d = shared_dir()
     return [d / 'tinystories/tinystories_v2_gpt4_train_prefix_raw.txt.gz', d / 'tinystories/tinystories_v1_train_prefix_eot.txt.gz',
             d / 'owt/webtext_train_prefix_eot.txt.gz', d / 'other/stdlib_sotu_1790-2021_eot.txt.gz']
 
 def enc_text(name):
-    from llmcourse.data import read_text, shared_data_dir
-    d = shared_data_dir()
+    d = shared_dir()
     return read_text(d / {'tinystories': 'tinystories/tinystories_v2_gpt4_train_prefix_raw.txt.gz',
                           'webtext': 'owt/webtext_train_prefix_eot.txt.gz'}[name])
 
 def warmup_text(name):
     "Different text of the same kind, to fill our caches before a steady-state measurement."
-    from llmcourse.data import read_text, shared_data_dir
-    d = shared_data_dir()
+    d = shared_dir()
     if name == 'tinystories': return read_text(d / 'tinystories/tinystories_v1_train_prefix_eot.txt.gz')
     return '\n'.join(json.loads(l)['text'] for l in gzip.open(d / 'owt/webtext_valid_snippets_raw.jsonl.gz', 'rt', encoding='utf-8'))
 
@@ -53,8 +56,7 @@ def run_task(task, arg):
         return dt, dict(vocab=tok.get_vocab_size())
     if task == 'cs336_speed':
         from llmcourse.tokenizer import train_bpe
-        from llmcourse.data import shared_data_dir
-        t0 = time.perf_counter(); _, merges = train_bpe(shared_data_dir() / 'fixtures/corpus.en', 500, [EOT]); dt = time.perf_counter() - t0
+        t0 = time.perf_counter(); _, merges = train_bpe(shared_dir() / 'fixtures/corpus.en', 500, [EOT]); dt = time.perf_counter() - t0
         return dt, dict(merges=len(merges))
     if task.startswith('steady_'):                       # ours, after encoding other text of the same kind
         name = task.split('_')[-1]
