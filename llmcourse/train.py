@@ -532,15 +532,6 @@ def train(cfg: TrainConfig, # the run's config
         wb = wandb.init(project=cfg.wandb_project, name=cfg.run_name, config=asdict(cfg), dir=str(run_dir),
                         mode=os.environ.get('WANDB_MODE', 'offline'), resume='allow')
 
-    def check(loss_sum: torch.Tensor, at: int) -> float:
-        "The (all-reduced) window loss sum as a float; stops the run when it is NaN/inf."
-        if world > 1: dist.all_reduce(loss_sum); loss_sum /= world
-        v = loss_sum.item()
-        if not math.isfinite(v):
-            raise NonFiniteLoss(f"loss is {v} at step {at}: stopping. The last good checkpoint ({ckpt_path}) is kept; "
-                                f"try a lower lr (now {cfg.lr:g}), a longer warmup or gradient clipping")
-        return v
-
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc=cfg.run_name, mininterval=1)
     t_last, step_last, tps, mfu_now = time.time(), step, 0.0, None
     pending = torch.zeros((), device=device)  # losses of the steps since the last sync point, summed on the device
