@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_unicode_bpe.ipynb #8887d4a5
 from __future__ import annotations
-import heapq, json, multiprocessing as mp, operator, os, re, tempfile
+import gc, heapq, json, multiprocessing as mp, operator, os, re, tempfile, threading
 from array import array
 from collections import Counter, defaultdict
-from itertools import accumulate, chain, repeat
+from contextlib import contextmanager
+from itertools import accumulate, chain, compress, count, repeat
 from pathlib import Path
 from typing import Iterable, Iterator
-import regex
+import numpy as np, regex
 from tqdm.auto import tqdm
 
 # %% auto #0
@@ -123,22 +124,27 @@ def _spans(codes) -> list[tuple[int, int]]:
         else: out.append((c, c))
     return out
 
-def _fast_pattern():
-    "GPT-2's pattern for text made only of ASCII, Latin-1, Latin Extended-A/B and General Punctuation, with explicit classes."
-    known = [*range(0x80, 0x250), *range(0x2000, 0x2070)]
-    inside = lambda c, spans: any(a <= c <= b for a, b in spans)
-    L, N = _ranges(_TIKTOKEN_L), _ranges(_TIKTOKEN_N)
-    ws = [9, 10, 11, 12, 13, 32] + [c for c in known if regex.match(r'\s', chr(c))]
-    lt = [*range(65, 91), *range(97, 123)] + [c for c in known if inside(c, L)]
-    nm = [*range(48, 58)] + [c for c in known if inside(c, N)]
-    other = [c for c in [*range(128), *known] if c not in set(ws + lt + nm)]
-    W, Lc, Nc, O = (_chars(_spans(x)) for x in (ws, lt, nm, other))
-    pat = rf"""'(?:[sdmt]|ll|ve|re)| ?[{Lc}]+| ?[{Nc}]+| ?[{O}]+|[{W}]+(?![^{W}])|[{W}]+"""
-    return re.compile(pat), re.compile(rf'[^\x00-\x7f{_chars(_spans(known))}]+')
+# tiktoken's \s: the Unicode White_Space code points (all in the Basic Multilingual Plane).
+_WHITE_SPACE = [*range(9, 14), 32, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000]
 
-# The standard `re` runs this explicit-class pattern about twice as fast as `regex` runs the Unicode one; other characters
-# (CJK, emoji, ...) are left to `regex`.
-_fast_re, _unknown_re = _fast_pattern()
+def _bmp(spans): return [(a, min(b, 0xFFFF)) for a, b in spans if a <= 0xFFFF]
+
+def _bmp_pattern():
+    "GPT-2's pattern with tiktoken's classes written out for the Basic Multilingual Plane (U+0000-U+FFFF), for the standard `re`."
+    W = _chars(_spans(_WHITE_SPACE))
+    L, N = (_chars(_bmp(_ranges(t))) for t in (_TIKTOKEN_L, _TIKTOKEN_N))
+    return re.compile(rf"""'(?:[sdmt]|ll|ve|re)| ?[{L}]+| ?[{N}]+| ?[^{W}{L}{N}]+|[{W}]+(?![^{W}])|[{W}]+""")
+
+# `re` tests a character against a class of BMP code points with one table lookup, about twice as fast as `regex` runs the
+# Unicode pattern. Code points beyond U+FFFF (emoji, rare CJK) would be kept in a list of ranges that every failed test walks
+# (five times slower), so text holding one is cut around it and the pieces around those characters go to `regex`.
+_bmp_re = _bmp_pattern()
+_astral_re = re.compile('[\U00010000-\U0010FFFF]+')
+
+def _has_astral(text: str) -> bool:
+    "Whether `text` holds a code point beyond U+FFFF: each takes two UTF-16 units (a C-speed check, no Python loop)."
+    return not text.isascii() and len(text.encode('utf-16-le', 'surrogatepass')) != 2 * len(text)
+
 _WS = r'\t\n\x0b\x0c\r '
 # An ASCII non-space followed by an ASCII space: no GPT-2 pre-token spans it, so text can be cut between the two.
 _CUT = rf'[\x00-\x08\x0e-\x1f!-\x7f](?=[{_WS}])'
@@ -174,21 +180,21 @@ def _exact_tables():
 
 def pretokenize(text: str, # text without special tokens
                ) -> list[str]:
-    "GPT-2 pre-tokens of `text`, as tiktoken splits it: `regex.findall(GPT2_PAT, text)`, faster on mostly-Latin text."
-    if text.isascii(): return _fast_re.findall(text)
+    "GPT-2 pre-tokens of `text`, as tiktoken splits it: `regex.findall(GPT2_PAT, text)`, about twice as fast."
+    if not _has_astral(text): return _bmp_re.findall(text)
     out, pos, n, odd = [], 0, len(text), None
-    for m in _unknown_re.finditer(text):
+    for m in _astral_re.finditer(text):
         s, e = m.span()
-        if s < pos: continue                             # already inside a region given to `regex`
+        if s < pos: continue                             # already inside a piece given to `regex`
         if odd is None: odd = _odd_chars()
         c = _cut_rev.search(text, pos, s)
-        lo = c.end() if c else pos                       # last safe cut before the unknown run
+        lo = c.end() if c else pos                       # last safe cut before the astral run
         c = _cut_re.search(text, e)
         hi = c.end() if c else n                         # first safe cut after it
-        if lo > pos: out += _fast_re.findall(text, pos, lo)
+        if lo > pos: out += _bmp_re.findall(text, pos, lo)
         out += (_gpt2_re if odd.isdisjoint(text[lo:hi]) else _exact_tables()[1]).findall(text, lo, hi)
         pos = hi
-    if pos < n: out += _fast_re.findall(text, pos)
+    if pos < n: out += _bmp_re.findall(text, pos)
     return out
 
 # %% ../nbs/00_unicode_bpe.ipynb #0bf7e2de
@@ -391,8 +397,6 @@ def _occurrences(s: str, sub: str, start: int, end: int) -> list[int]:
     while j >= 0: out.append(j); j = s.find(sub, j + 1, end)
     return out
 
-def _pack(ids) -> bytes: return array('I', ids).tobytes()
-
 def _split_keep(text: str, sep: str) -> list[str]:
     "`re.split` with a capturing group for a single literal separator, using the faster `str.split`."
     pieces = text.split(sep)
@@ -400,17 +404,75 @@ def _split_keep(text: str, sep: str) -> list[str]:
     out[::2] = pieces
     return out
 
-def _runs(packed: list[bytes], # packed ids of consecutive keys (pre-tokens)
-          key_lens: Iterable[int], # the characters each key covers
-          run_lens: Iterable[int], # the characters each run covers; runs start and end on key boundaries
-         ) -> list[bytes]:
-    "The packed ids of each run of consecutive keys, found with C-level loops (`map`, `accumulate`) and no Python loop."
-    # character offset of each key boundary -> byte offset of the ids there, in the joined packed ids
-    at = dict(zip(accumulate(key_lens, initial=0), accumulate(map(len, packed), initial=0)))
-    try: b = list(map(at.__getitem__, accumulate(run_lens, initial=0)))
-    except KeyError: raise RuntimeError("a pre-token crosses a run boundary") from None   # would be a bug in the cut rule
-    flat = b''.join(packed)
-    return list(map(flat.__getitem__, map(slice, b, b[1:])))      # flat[b[r]:b[r + 1]] for each run r
+@contextmanager
+def _gc_paused():
+    "Pause the cyclic garbage collector: encoding makes ~100K lists, none in a cycle, and every 700 would start a collection."
+    was = gc.isenabled(); gc.disable()
+    try: yield
+    finally:
+        if was: gc.enable()
+
+class _IdCache(dict):
+    "pre-token (or `(special,)`) -> list of ids. A missing key gets an empty list, filled later with the others in one batch."
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.todo, self.lists = [], []                   # keys added since the last fill, and their (still empty) lists
+    def __missing__(self, key):
+        ids = self[key] = []
+        self.todo.append(key); self.lists.append(ids)
+        return ids
+
+_BAD = []                                                # the word cache's answer for a word it can't hold
+
+class _WordCache(_IdCache):
+    "space-separated word w -> ids of ' ' + w, for words that are non-empty and end in a non-space; `_BAD` for the others."
+    bad = 0                                              # lookups of words that can't be cached, since the count was reset
+    def __missing__(self, word):
+        if not word or word[-1].isspace(): self.bad += 1; return _BAD
+        ids = self[word] = []
+        self.todo.append(word); self.lists.append(ids)
+        return ids
+
+_NONE = 1 << 62                                          # "no merge" rank: above every rank << shift | id
+_MIX = np.uint64(0x9E3779B97F4A7C15)                     # Fibonacci hashing: 2**64 / golden ratio
+
+class _PairRanks:
+    "The merge table (left id, right id) -> rank << shift | merged id as a hash table in numpy arrays: vectorized lookups."
+    def __init__(self, ranks: dict, n_ids: int):
+        self.n_ids = n_ids
+        keys = np.fromiter((a * n_ids + b for a, b in ranks), np.int64, len(ranks))
+        vals = np.fromiter(ranks.values(), np.int64, len(ranks))
+        bits = max((4 * len(keys)).bit_length(), 4)     # at most a quarter full, so probe runs are short
+        self.shift = np.uint64(64 - bits)
+        self.keys = np.full((1 << bits) + 64, -1, np.int64)   # -1: empty; 64 spare slots to probe past the end
+        self.vals = np.full((1 << bits) + 64, _NONE, np.int64)
+        slot, todo = self._hash(keys), np.arange(len(keys))
+        while len(todo):                                 # linear probing: each key takes its slot or the next free one
+            s = slot[todo]
+            free = self.keys[s] == -1
+            u, first = np.unique(s[free], return_index=True)   # one winner per free slot
+            won = todo[free][first]
+            self.keys[u], self.vals[u] = keys[won], vals[won]
+            left = np.ones(len(keys), bool); left[won] = False
+            todo = todo[left[todo]]
+            slot[todo] += 1
+        if slot.max(initial=0) >= len(self.keys): raise RuntimeError("merge table probe ran past its spare slots")
+
+    def _hash(self, k): return ((k.view(np.uint64) * _MIX) >> self.shift).view(np.int64)
+
+    def __call__(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        "rank << shift | merged id of each pair (left[i], right[i]); `_NONE` where the pair has no merge."
+        key = left * self.n_ids + right
+        slot = self._hash(key)
+        k, out = self.keys[slot], self.vals[slot]
+        todo = np.flatnonzero((k != key) & (k != -1))   # landed on another key: probe on
+        while len(todo):
+            slot[todo] += 1
+            s = slot[todo]
+            k = self.keys[s]
+            out[todo] = self.vals[s]
+            todo = todo[(k != key[todo]) & (k != -1)]
+        return out
 
 class Tokenizer:
     "Byte-level BPE encoder/decoder over a vocab (id -> bytes) and merges in creation order, with special tokens."
@@ -434,45 +496,109 @@ class Tokenizer:
         self._special_re = (re.compile('(' + '|'.join(re.escape(s) for s in sorted(self.special_tokens, key=len, reverse=True)) + ')')
                             if self.special_tokens else None)
         self._byte_ids = {x: inv[bytes([x])] for x in range(256) if bytes([x]) in inv}
+        self._byte_id_array = np.array([self._byte_ids.get(x, -1) for x in range(256)], np.int64)
         self._shift = max(max(self.vocab, default=0).bit_length(), 1)
         self._ranks = {}                                  # (left id, right id) -> rank << shift | merged id
         for r, (a, b) in enumerate(self.merges):
             ia, ib, iab = inv.get(a), inv.get(b), inv.get(a + b)
             if None not in (ia, ib, iab): self._ranks.setdefault((ia, ib), r << self._shift | iab)
+        self._pair_ranks = _PairRanks(self._ranks, max(self.vocab, default=0) + 1)
         # A pre-token that is a whole (non-special) token encodes as that token, as in tiktoken; the cache starts with them.
         special = set(self._special_ids.values())
         self._whole = {}
         for b, i in inv.items():
             if i in special: continue
-            try: self._whole[b.decode('utf-8')] = _pack((i,))
+            try: self._whole[b.decode('utf-8')] = [i]
             except UnicodeDecodeError: pass
-        self._whole.update({(s,): _pack((i,)) for s, i in self._special_ids.items()})
-        # pre-token (or `(special,)`) -> its ids packed as uint32 bytes: one b''.join then flattens a whole text's ids
-        self._cache: dict = dict(self._whole)
-        self._cache_max = len(self._cache) + (1 << 19)  # ~100 MB at most
-        self._words: dict[str, bytes] = {}                # space-separated word -> packed ids of ' ' + word
+        self._whole.update({(s,): [i] for s, i in self._special_ids.items()})
+        self._cache = _IdCache(self._whole)               # pre-token -> ids
+        self._words = _WordCache()                        # space-separated word -> ids of ' ' + word
+        self._cache_max = len(self._whole) + (1 << 19)    # entries; ~100 MB at most
         self._space_in_special = any(' ' in s for s in self.special_tokens)
+        self._lock = threading.Lock()                     # the caches' to-do lists are shared: one encode at a time
+
+    def __reduce__(self): return type(self), (self.vocab, self.merges, self.special_tokens)   # pickles without caches or lock
 
     @property
     def vocab_size(self) -> int: return len(self.vocab)
 
     def __repr__(self): return f'Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, special_tokens={self.special_tokens})'
 
-    def _bpe(self, word: str) -> tuple[int, ...]:
-        "Token ids of one pre-token: repeatedly merge the leftmost adjacent pair with the lowest merge rank."
-        b = word.encode('utf-8')
-        try: ids = list(map(self._byte_ids.__getitem__, b))
-        except KeyError: raise ValueError(f"cannot encode {word!r}: a byte has no token in the vocabulary") from None
-        get, none, mask = self._ranks.get, 1 << 62, (1 << self._shift) - 1
-        rk = list(map(get, zip(ids, ids[1:]), repeat(none)))   # rank << shift | merged id, for each adjacent pair
+    def _merge(self, ids: list[int]) -> list[int]:
+        "Repeatedly merge the leftmost adjacent pair with the lowest merge rank, in place."
+        get, mask = self._ranks.get, (1 << self._shift) - 1
+        rk = list(map(get, zip(ids, ids[1:]), repeat(_NONE)))   # rank << shift | merged id, for each adjacent pair
         while rk:
             m = min(rk)
-            if m == none: break
+            if m == _NONE: break
             i = rk.index(m)
             ids[i] = m & mask; del ids[i + 1]; del rk[i]
-            if i: rk[i - 1] = get((ids[i - 1], ids[i]), none)
-            if i < len(rk): rk[i] = get((ids[i], ids[i + 1]), none)
-        return tuple(ids)
+            if i: rk[i - 1] = get((ids[i - 1], ids[i]), _NONE)
+            if i < len(rk): rk[i] = get((ids[i], ids[i + 1]), _NONE)
+        return ids
+
+    def _byte_list(self, words: list[str]) -> list[bytes]:
+        "UTF-8 of each word, checked: every byte must have a token."
+        data = [w.encode('utf-8') for w in words]
+        if len(self._byte_ids) < 256:
+            for w, b in zip(words, data):
+                if not set(b) <= self._byte_ids.keys(): raise ValueError(f"cannot encode {w!r}: a byte has no token in the vocabulary")
+        return data
+
+    def _bpe(self, word: str) -> list[int]:
+        "Token ids of one pre-token."
+        return self._merge(list(map(self._byte_ids.__getitem__, self._byte_list([word])[0])))
+
+    def _bpe_batch(self, words: list[str], small: int = 32) -> list[list[int]]:
+        "Token ids of many pre-tokens at once: each round merges one pair in every word, with numpy (same result as `_bpe`)."
+        data = self._byte_list(words)
+        lens = np.fromiter(map(len, data), np.int64, len(data))        # tokens left in each word still merging
+        ids = self._byte_id_array[np.frombuffer(b''.join(data), np.uint8)]
+        ends = np.cumsum(lens)
+        rk = np.empty(len(ids), np.int64)                                # rank of the pair (ids[i], ids[i + 1]) ...
+        rk[:-1] = self._pair_ranks(ids[:-1], ids[1:]); rk[ends - 1] = _NONE   # ... and none across a word's end
+        out, which, mask = [None] * len(words), np.arange(len(words)), (1 << self._shift) - 1
+        while True:
+            starts = ends - lens
+            best = np.minimum.reduceat(rk, starts)                       # each word's lowest rank
+            done = best == _NONE
+            if len(lens) < small: done[:] = True                         # a few long words left: plain Python is quicker
+            if done.any():                                               # hand finished words out, keep the rest
+                at = np.repeat(done, lens)
+                flat, cut = ids[at].tolist(), [0, *accumulate(lens[done].tolist())]
+                for k, w in enumerate(which[done].tolist()): out[w] = flat[cut[k]:cut[k + 1]]
+                if len(lens) < small:
+                    for w in which.tolist(): self._merge(out[w])
+                    return out
+                ids, rk, lens, best, which = ids[~at], rk[~at], lens[~done], best[~done], which[~done]
+                if not len(lens): return out
+                ends = np.cumsum(lens); starts = ends - lens
+            n = len(lens)
+            word = np.repeat(np.arange(n), lens)
+            hit = np.flatnonzero(rk == best[word])                       # positions holding their word's lowest rank
+            first = hit[np.r_[True, word[hit[1:]] != word[hit[:-1]]]]   # the leftmost in each word
+            ids[first] = rk[first] & mask                                # merge: the pair's token replaces its left half ...
+            last = first + 1 == ends - 1                                 # (was the right half the word's last token?)
+            keep = np.ones(len(ids), bool); keep[first + 1] = False
+            ids, rk = ids[keep], rk[keep]                                # ... and its right half goes
+            lens -= 1; ends -= np.arange(1, n + 1)
+            first -= np.arange(n)                                        # positions after the deletions
+            r = self._pair_ranks(ids[first], ids[np.minimum(first + 1, len(ids) - 1)])
+            r[last] = _NONE
+            rk[first] = r                                                # the new token's pair with its right neighbour
+            inner = first[first != ends - lens]
+            rk[inner - 1] = self._pair_ranks(ids[inner - 1], ids[inner])  # and with its left neighbour
+
+    def _fill(self, cache: _IdCache):
+        "Merge the pre-tokens added to `cache` since the last fill, all in one batch, into their waiting lists."
+        todo, lists = cache.todo, cache.lists
+        if not todo: return
+        cache.todo, cache.lists = [], []
+        try:
+            for ids, new in zip(lists, self._bpe_batch(todo) if len(todo) >= 64 else map(self._bpe, todo)): ids += new
+        except BaseException:
+            for k in todo: cache.pop(k, None)            # never leave an empty list behind as a cached answer
+            raise
 
     def _keys(self, text: str) -> list:
         "Pre-tokens of `text`, with each special token as a `(special,)` key."
@@ -484,73 +610,69 @@ class Tokenizer:
             elif part: keys += pretokenize(part)
         return keys
 
-    def _key_lens(self, keys: list):
-        "The characters each key covers (a `(special,)` key covers its special token)."
-        lens = list(map(len, keys))
-        if self._special_re is not None:                  # fix the few special keys, found by C-level `list.index` scans
-            types, i = list(map(type, keys)), -1
-            try:
-                while True: i = types.index(tuple, i + 1); lens[i] = len(keys[i][0])
-            except ValueError: pass
-        return lens
+    def _encode_plain(self, text: str) -> list[int]:
+        "Ids of `text`: pre-tokenize, look every pre-token up (new ones get empty lists), merge the new ones, flatten."
+        vals = list(map(self._cache.__getitem__, self._keys(text)))
+        self._fill(self._cache)
+        return list(chain.from_iterable(vals))
 
-    def _packed(self, keys: list) -> list[bytes]:
-        "The packed ids of each pre-token (or `(special,)` key), through the cache: BPE only for keys not seen before."
-        cache = self._cache
-        try: return list(map(cache.__getitem__, keys))
-        except KeyError: pass
-        missing = set(keys).difference(cache)
-        if len(cache) + len(missing) > self._cache_max:  # bound the memory of very long streams
-            self._cache = cache = dict(self._whole); self._words.clear()
-            missing = set(keys).difference(cache)
-        for p in missing: cache[p] = _pack(self._bpe(p))
-        return list(map(cache.__getitem__, keys))
+    def _encode_many(self, texts: list[str]) -> Iterator[Iterable[int]]:
+        "Ids of each text: pre-tokenized one by one, but looked up and merged all in one batch."
+        c = self._cache
+        keys = list(map(pretokenize if _has_astral(''.join(texts)) else _bmp_re.findall, texts))
+        for s in self.special_tokens:                   # the few texts holding a special token
+            for i in compress(count(), map(operator.contains, texts, repeat(s))): keys[i] = self._keys(texts[i])
+        vals = list(map(c.__getitem__, chain.from_iterable(keys)))
+        self._fill(c)
+        b = list(accumulate(map(len, keys), initial=0))   # text i's pre-tokens are vals[b[i]:b[i + 1]]
+        return map(chain.from_iterable, map(vals.__getitem__, map(slice, b, b[1:])))
 
-    def _encode_segment(self, text: str) -> list[int]:
-        "Ids of `text` through the pre-token cache: split off special tokens, pre-tokenize, look up."
-        return array('I', b''.join(self._packed(self._keys(text)))).tolist()
+    def _encode_words(self, text: str) -> list[int]:
+        "Ids of `text` word by word: one `str.split(' ')` and one lookup per word instead of the regular expression."
+        words = text.split(' ')
+        wc = self._words
+        wc.bad = 0
+        vals = list(map(wc.__getitem__, words))          # new words get empty lists, filled below; the others `_BAD`
+        if wc.todo:
+            new, lists = wc.todo, wc.lists
+            wc.todo, wc.lists = [], []
+            try: list(map(list.extend, lists, self._encode_many(list(map(' '.__add__, new)))))
+            except BaseException:
+                for w in new: wc.pop(w, None)            # never leave an empty list behind as a cached answer
+                raise
+        # The first word has no space before it, and a word that is empty or ends in whitespace tokenizes differently
+        # depending on the word after it: each of those starts a stretch up to the next cacheable word, encoded as text.
+        starts, i = [0], 0
+        for _ in range(wc.bad - (vals[0] is _BAD)): i = vals.index(_BAD, i + 1); starts.append(i)   # the only empty lists now
+        spans = []
+        for j in starts:
+            if spans and j <= spans[-1][1]: continue
+            end = j
+            while end < len(words) - 1 and (not words[end] or words[end][-1].isspace()): end += 1
+            spans.append((j, end))
+        stretches = [' '.join(words[j:end + 1]) if j == 0 else ' ' + ' '.join(words[j:end + 1]) for j, end in spans]
+        for (j, end), ids in zip(spans, self._encode_many(stretches)):
+            vals[j] = ids
+            vals[j + 1:end + 1] = [()] * (end - j)
+        return list(chain.from_iterable(vals))
 
-    def _fill_words(self, words: list[str]):
-        "Cache the packed ids of ' ' + w for each word w (non-empty, ending in a non-space), pre-tokenizing them all in one call."
-        keys = self._keys(' ' + ' '.join(words))          # a space after a non-space is a cut: pieces never cross words
-        self._words.update(zip(words, _runs(self._packed(keys), self._key_lens(keys), [len(w) + 1 for w in words])))
+    def _use_words(self, text: str) -> bool:
+        "A cheap look at the start: the word cache pays off on text that repeats its words (stories), not on web text."
+        if self._space_in_special: return False          # a special token holding a space could span two words
+        head = text[:1 << 16].split(' ')
+        return len(head) >= 64 and head.count('') < len(head) // 16 and len(set(head).difference(self._words)) <= len(head) // 4
 
     def encode(self, text: str, # text to encode; special tokens are kept whole (longest match wins)
               ) -> list[int]:
         "Token ids of `text`."
         if not isinstance(text, str): raise TypeError(f"encode expects str, got {type(text).__name__}")
-        if self._space_in_special: return self._encode_segment(text)
-        head = text[:1 << 16].split(' ')                  # a cheap look first: web text repeats too few words to gain
-        if len(head) < 64 or len(set(head).difference(self._words)) > len(head) // 4: return self._encode_segment(text)
-        words = text.split(' ')
-        # Fast path: a space after a non-space is always a pre-token boundary, so a space-separated "word" that is non-empty and
-        # ends in a non-space encodes the same wherever it occurs: cache ' ' + word -> ids.
-        wc = self._words
-        missing = set(words).difference(wc)
-        if len(missing) > len(words) // 8: return self._encode_segment(text)   # too few repeats (web text): not worth it
-        if missing:
-            good = [w for w in missing if w and not w[-1].isspace()]
-            if len(wc) + len(good) > self._cache_max: wc.clear()
-            if good: self._fill_words(good)
-        vals = list(map(wc.get, words))
-        vals[0] = None                                    # the first word has no space before it
-        segs, starts, i, n = [], [], 0, len(words)
-        while True:                                       # the rest, in segments that start and end at safe cuts
-            try: j = vals.index(None, i)
-            except ValueError: break
-            k = j
-            while k < n - 1 and (not words[k] or words[k][-1].isspace()): k += 1   # end after a non-space
-            seg = ' '.join(words[j:k + 1])
-            segs.append(' ' + seg if j else seg); starts.append(j)
-            vals[j + 1:k + 1] = [b''] * (k - j)
-            i = k + 1
-        if segs:
-            # All segments in one pass (not one pass each: that paid split/pre-tokenize/array overhead ~1,000 times). Every
-            # segment but the last ends on a non-space and the next starts with a space, a cut: the pieces of the joined text
-            # are the segments' pieces, and `_runs` cuts their ids back apart by character counts.
-            keys = self._keys(''.join(segs))
-            for j, v in zip(starts, _runs(self._packed(keys), self._key_lens(keys), map(len, segs))): vals[j] = v
-        return array('I', b''.join(vals)).tolist()
+        with self._lock, _gc_paused():
+            if len(self._cache) > self._cache_max: self._cache = _IdCache(self._whole)   # bound the memory of long streams
+            if len(self._words) > self._cache_max: self._words = _WordCache()
+            try: return self._encode_words(text) if self._use_words(text) else self._encode_plain(text)
+            except UnicodeEncodeError:                   # lone surrogates have no UTF-8: replace them, as tiktoken does
+                text = text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')
+                return self._encode_words(text) if self._use_words(text) else self._encode_plain(text)
 
     def _safe_cut(self, buf: str) -> int:
         "The last position where `buf` can be cut without changing its tokens (0 if none)."

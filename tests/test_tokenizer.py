@@ -69,15 +69,55 @@ def test_word_cache_path_matches_tiktoken(gpt2, enc):
     "Long texts built from few words take the word-cache path of encode; they must still match tiktoken exactly."
     rng = random.Random(3)
     atoms = ['the', 'cat', 'sat.', "it's", 'mat,', '\n', '\n\n', '\t', 'é', '中文', '😀', '\u0301', EOT, 'a' + EOT + 'b',
-             '\xa0', '\u3000', 'x\n', '\ny', '', "'s", '123', '\r\n', '\U0003eeaa', '  ', '\x85', '\x1c']
+             '\xa0', '\u3000', 'x\n', '\ny', "'s", '123', '\r\n', '\U0003eeaa', '\x85', '\x1c', '\ud800']
     tok = Tokenizer(gpt2.vocab, gpt2.merges, [EOT])
     for _ in range(300):
-        words = [''.join(rng.choice(atoms) for _ in range(rng.randint(0, 3))) for _ in range(rng.randint(20, 60))]
-        text = ' '.join(rng.choice(words) for _ in range(rng.randint(64, 400)))
+        words = [''.join(rng.choice(atoms) for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(20, 60))]
+        # mostly single spaces (many empty words send encode down the plain path), some runs of spaces and a leading one
+        text = ''.join(rng.choice(words) + rng.choice([' '] * 30 + ['  ', '   ', ' \n ']) for _ in range(rng.randint(64, 400)))
+        text = rng.choice(['', ' ', '\n']) + text[:rng.choice([len(text), -1])]
         ref = enc.encode(text, allowed_special={EOT})
         assert tok.encode(text) == ref, repr(text[:120])
         assert tok.encode(text) == ref                            # again, now from the word cache
     assert len(tok._words) > 100                                  # the word path did run
+
+def test_every_bmp_code_point_matches_tiktoken(gpt2, enc):
+    "The standard-`re` pattern writes tiktoken's classes out for U+0000-U+FFFF: every code point, in mixed contexts."
+    rng = random.Random(5)
+    cps = [c for c in range(0x10000) if not 0xD800 <= c < 0xE000]
+    for k in range(3):
+        if k: rng.shuffle(cps)
+        s = ''.join(chr(c) + rng.choice(['a', ' ', '1', '.', ' x', '', '\n']) for c in cps)
+        assert gpt2.encode(s) == enc.encode(s, allowed_special={EOT}), k
+
+def test_lone_surrogates_are_replaced_like_tiktoken(gpt2, enc):
+    for s in ['a\ud800b', '\udfff', 'x \ud83d\ude00 y', 'the cat ' * 50 + '\ud800 sat ' * 3, '\ud800' + EOT]:
+        assert gpt2.encode(s) == enc.encode(s, allowed_special={EOT}), repr(s[-20:])
+    assert gpt2.encode('the cat sat') == enc.encode('the cat sat')      # the caches hold nothing broken afterwards
+
+def test_batched_bpe_equals_one_word_at_a_time(gpt2):
+    words = list(dict.fromkeys(pretokenize(texts()['webtext'][:200_000]) + pretokenize(texts()['german'])))
+    words = [w for w in words if w not in gpt2._whole]
+    assert len(words) > 1000
+    assert gpt2._bpe_batch(words) == [gpt2._bpe(w) for w in words]
+    long = ['x' * 300, 'ab' * 200, '😀' * 40, 'Supercalifragilisticexpialidocious' * 5]
+    assert gpt2._bpe_batch(long + words[:100], small=1) == [gpt2._bpe(w) for w in long + words[:100]]
+
+def test_encode_from_threads_and_gc_state(gpt2, enc):
+    import gc, threading
+    t = texts()['tinystories'][:100_000]
+    ref = enc.encode(t, allowed_special={EOT})
+    tok = Tokenizer(gpt2.vocab, gpt2.merges, [EOT])
+    out = {}
+    def work(i): out[i] = tok.encode(t[:50_000 + 10_000 * i] + t[50_000 + 10_000 * i:])
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for th in threads: th.start()
+    for th in threads: th.join()
+    assert all(v == ref for v in out.values()) and len(out) == 4
+    assert gc.isenabled()                                       # encode pauses the collector and restores it
+    gc.disable()
+    try: tok.encode('x y'); assert not gc.isenabled()
+    finally: gc.enable()
 
 def test_pretokenize_equals_regex_findall():
     odd = _exact_tables()[0]                  # code points `regex` knows but tiktoken's older tables don't: see the notebook
