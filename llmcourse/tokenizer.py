@@ -7,7 +7,6 @@ from __future__ import annotations
 import gc, heapq, json, multiprocessing as mp, operator, os, re, tempfile, threading
 from array import array
 from collections import Counter, defaultdict
-from contextlib import contextmanager
 from itertools import accumulate, chain, compress, count, repeat
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -404,14 +403,6 @@ def _split_keep(text: str, sep: str) -> list[str]:
     out[::2] = pieces
     return out
 
-@contextmanager
-def _gc_paused():
-    "Pause the cyclic garbage collector: encoding makes ~100K lists, none in a cycle, and every 700 would start a collection."
-    was = gc.isenabled(); gc.disable()
-    try: yield
-    finally:
-        if was: gc.enable()
-
 class _IdCache(dict):
     "pre-token (or `(special,)`) -> list of ids. A missing key gets an empty list, filled later with the others in one batch."
     def __init__(self, *args):
@@ -666,13 +657,18 @@ class Tokenizer:
               ) -> list[int]:
         "Token ids of `text`."
         if not isinstance(text, str): raise TypeError(f"encode expects str, got {type(text).__name__}")
-        with self._lock, _gc_paused():
-            if len(self._cache) > self._cache_max: self._cache = _IdCache(self._whole)   # bound the memory of long streams
-            if len(self._words) > self._cache_max: self._words = _WordCache()
-            try: return self._encode_words(text) if self._use_words(text) else self._encode_plain(text)
-            except UnicodeEncodeError:                   # lone surrogates have no UTF-8: replace them, as tiktoken does
-                text = text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')
-                return self._encode_words(text) if self._use_words(text) else self._encode_plain(text)
+        with self._lock:
+            # Encoding makes ~100K lists, none in a reference cycle, and every 700 new containers would start a collection.
+            collecting = gc.isenabled(); gc.disable()
+            try:
+                if len(self._cache) > self._cache_max: self._cache = _IdCache(self._whole)   # bound the memory of long streams
+                if len(self._words) > self._cache_max: self._words = _WordCache()
+                try: return self._encode_words(text) if self._use_words(text) else self._encode_plain(text)
+                except UnicodeEncodeError:               # lone surrogates have no UTF-8: replace them, as tiktoken does
+                    text = text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')
+                    return self._encode_words(text) if self._use_words(text) else self._encode_plain(text)
+            finally:
+                if collecting: gc.enable()
 
     def _safe_cut(self, buf: str) -> int:
         "The last position where `buf` can be cut without changing its tokens (0 if none)."
