@@ -591,14 +591,14 @@ class Tokenizer:
             for k in todo: cache.pop(k, None)            # never leave an empty list behind as a cached answer
             raise
 
-    def _keys(self, text: str) -> list:
-        "Pre-tokens of `text`, with each special token as a `(special,)` key."
-        if self._special_re is None: return pretokenize(text)
+    def _keys(self, text: str, pre=pretokenize) -> list:
+        "Pre-tokens of `text` (split by `pre`), with each special token as a `(special,)` key."
+        if self._special_re is None: return pre(text)
         keys = []
         parts = self._special_re.split(text) if len(self.special_tokens) > 1 else _split_keep(text, self.special_tokens[0])
         for k, part in enumerate(parts):
             if k % 2: keys.append((part,))
-            elif part: keys += pretokenize(part)
+            elif part: keys += pre(part)
         return keys
 
     def _encode_plain(self, text: str) -> list[int]:
@@ -610,9 +610,10 @@ class Tokenizer:
     def _encode_many(self, texts: list[str]) -> Iterator[Iterable[int]]:
         "Ids of each text: pre-tokenized one by one, but looked up and merged all in one batch."
         c = self._cache
-        keys = list(map(pretokenize if _has_astral(''.join(texts)) else _bmp_re.findall, texts))
+        pre = pretokenize if _has_astral(''.join(texts)) else _bmp_re.findall
+        keys = list(map(pre, texts))
         for s in self.special_tokens:                   # the few texts holding a special token
-            for i in compress(count(), map(operator.contains, texts, repeat(s))): keys[i] = self._keys(texts[i])
+            for i in compress(count(), map(operator.contains, texts, repeat(s))): keys[i] = self._keys(texts[i], pre)
         vals = list(map(c.__getitem__, chain.from_iterable(keys)))
         self._fill(c)
         b = list(accumulate(map(len, keys), initial=0))   # text i's pre-tokens are vals[b[i]:b[i + 1]]
