@@ -103,6 +103,18 @@ def test_batched_bpe_equals_one_word_at_a_time(gpt2):
     long = ['x' * 300, 'ab' * 200, '😀' * 40, 'Supercalifragilisticexpialidocious' * 5]
     assert gpt2._bpe_batch(long + words[:100], small=1) == [gpt2._bpe(w) for w in long + words[:100]]
 
+def test_pair_rank_table_equals_dict():
+    import numpy as np
+    from llmcourse.tokenizer import _NONE, _PairRanks
+    rng = np.random.default_rng(0)
+    for n_pairs, n_ids in [(0, 10), (1, 3), (50_000, 50_257), (5_000, 300)]:
+        pairs = {(int(a), int(b)): int(r) for r, (a, b) in enumerate(rng.integers(0, n_ids, (n_pairs, 2)))}
+        table = _PairRanks(pairs, n_ids)
+        q = rng.integers(0, n_ids, (20_000, 2))
+        if pairs: q[:5000] = np.array(list(pairs))[rng.integers(0, len(pairs), 5000)]   # hits as well as misses
+        got = table(q[:, 0].copy(), q[:, 1].copy()).tolist()
+        assert got == [pairs.get((int(a), int(b)), _NONE) for a, b in q], n_pairs
+
 def test_encode_from_threads_and_gc_state(gpt2, enc):
     import gc, threading
     t = texts()['tinystories'][:100_000]
