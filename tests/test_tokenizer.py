@@ -270,6 +270,40 @@ def test_trained_tokenizer_roundtrip_and_save_load(tmp_path):
     back = Tokenizer.from_files(tmp_path / 'odd' / 'vocab.json', tmp_path / 'odd' / 'merges.txt')
     assert back.vocab == odd.vocab and back.special_tokens == ['<|a b|>']
 
+def reference_encode(vocab, merges, specials, text):
+    "Plainly by the definition: split off special tokens (longest first), pre-tokenize, apply merges in rank order per pre-token."
+    inv = {b: i for i, b in sorted(vocab.items(), reverse=True)}
+    rank = {m: r for r, m in reversed(list(enumerate(merges)))}
+    pat = '(' + '|'.join(map(re.escape, sorted(specials, key=len, reverse=True))) + ')' if specials else None
+    out = []
+    for k, part in enumerate(re.split(pat, text) if pat else [text]):
+        if k % 2: out.append(inv[part.encode()]); continue
+        for piece in regex.findall(GPT2_PAT, part):
+            b = piece.encode()
+            if b in inv: out.append(inv[b]); continue          # a whole token, as tiktoken does
+            parts = [bytes([x]) for x in b]
+            while len(parts) > 1:
+                r, i = min((rank.get((parts[i], parts[i + 1]), float('inf')), i) for i in range(len(parts) - 1))
+                if r == float('inf'): break
+                parts[i:i + 2] = [parts[i] + parts[i + 1]]
+            out += [inv[p] for p in parts]
+    return out
+
+def test_trained_tokenizer_matches_plain_reference_on_both_paths():
+    "Our own vocabulary (no tiktoken to compare with), two special tokens: the word path and the plain path against the definition."
+    specials = [EOT, '<|pad|>']
+    vocab, merges = train_bpe(FIX / 'tinystories_sample.txt', 1000, specials)
+    tok = Tokenizer(vocab, merges, specials)
+    stories = read_text(FIX / 'tinystories_sample.txt')
+    rng = random.Random(7)
+    cases = [stories * 3, stories.replace('\n', ' \n  ', 50) * 2, texts()['webtext'][:50_000], texts()['german'],
+             ' '.join(rng.choice(stories.split(' ')[:2000]) + rng.choice(['', '', '<|pad|>', EOT, '\n', '\n ']) for _ in range(20_000))]
+    odd = _exact_tables()[0]                  # code points the installed `regex` classes unlike tiktoken: see the notebook
+    cases += [t for t in random_strings(300, seed=4) if odd.isdisjoint(t)]
+    for t in cases:
+        assert tok.encode(t) == reference_encode(vocab, merges, specials, t), repr(t[:60])
+    assert len(tok._words) > 100                                  # the word path ran
+
 # ---------------------------------------------------------------- bad input
 def test_bad_input_errors(tmp_path, gpt2):
     with pytest.raises(FileNotFoundError, match='no such file'): train_bpe(tmp_path / 'missing.txt', 300)
