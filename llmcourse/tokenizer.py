@@ -503,7 +503,7 @@ class Tokenizer:
         self._whole.update({(s,): [i] for s, i in self._special_ids.items()})
         self._cache = _IdCache(self._whole)               # pre-token -> ids
         self._words = _WordCache()                        # space-separated word -> ids of ' ' + word
-        self._cache_max = len(self._whole) + (1 << 19)    # entries; ~100 MB at most
+        self._cache_max = 1 << 19                         # new entries a cache may hold before it starts over
         self._space_in_special = any(' ' in s for s in self.special_tokens)
         self._lock = threading.Lock()                     # the caches' to-do lists are shared: one encode at a time
 
@@ -661,7 +661,7 @@ class Tokenizer:
             # Encoding makes ~100K lists, none in a reference cycle, and every 700 new containers would start a collection.
             collecting = gc.isenabled(); gc.disable()
             try:
-                if len(self._cache) > self._cache_max: self._cache = _IdCache(self._whole)   # bound the memory of long streams
+                if len(self._cache) - len(self._whole) > self._cache_max: self._cache = _IdCache(self._whole)   # bound memory
                 if len(self._words) > self._cache_max: self._words = _WordCache()
                 try: return self._encode_words(text) if self._use_words(text) else self._encode_plain(text)
                 except UnicodeEncodeError:               # lone surrogates have no UTF-8: replace them, as tiktoken does

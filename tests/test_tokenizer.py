@@ -131,6 +131,21 @@ def test_encode_from_threads_and_gc_state(gpt2, enc):
     try: tok.encode('x y'); assert not gc.isenabled()
     finally: gc.enable()
 
+def test_caches_reset_when_full(gpt2, enc):
+    tok = Tokenizer(gpt2.vocab, gpt2.merges, [EOT])
+    tok._cache_max = 1000                                        # a tiny bound: both caches refill from scratch
+    sizes, word_sizes = [], []
+    for t in (texts()['webtext'][i:i + 40_000] for i in range(0, 200_000, 40_000)):
+        assert tok.encode(t) == enc.encode(t, allowed_special={EOT})
+        assert tok.encode(t * 2) == enc.encode(t * 2, allowed_special={EOT})
+        sizes.append(len(tok._cache))
+    stories = texts()['tinystories']
+    for i in range(0, 300_000, 60_000):
+        assert tok.encode(stories[i:i + 60_000]) == enc.encode(stories[i:i + 60_000], allowed_special={EOT})
+        word_sizes.append(len(tok._words))
+    for s in (sizes, word_sizes): assert any(b < a for a, b in zip(s, s[1:])), s   # each cache was emptied along the way
+    assert len(tok._cache) - len(tok._whole) <= 40_000 and len(tok._words) <= 40_000
+
 def test_pretokenize_equals_regex_findall():
     odd = _exact_tables()[0]                  # code points `regex` knows but tiktoken's older tables don't: see the notebook
     for s in list(texts().values()) + ADVERSARIAL + random_strings(1000, seed=1):
