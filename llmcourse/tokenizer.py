@@ -6,8 +6,8 @@
 from __future__ import annotations
 import gc, heapq, json, multiprocessing as mp, operator, os, re, tempfile, threading
 from array import array
-from collections import Counter, defaultdict
-from itertools import accumulate, chain, compress, count, repeat
+from collections import Counter, defaultdict, deque
+from itertools import accumulate, chain, compress, count, islice, repeat
 from pathlib import Path
 from typing import Iterable, Iterator
 import numpy as np, regex
@@ -403,26 +403,31 @@ def _split_keep(text: str, sep: str) -> list[str]:
     out[::2] = pieces
     return out
 
-class _IdCache(dict):
-    "pre-token (or `(special,)`) -> list of ids. A missing key gets an empty list, filled later with the others in one batch."
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.todo, self.lists = [], []                   # keys added since the last fill, and their (still empty) lists
-    def __missing__(self, key):
-        ids = self[key] = []
-        self.todo.append(key); self.lists.append(ids)
-        return ids
+class _Cache(defaultdict):
+    "key -> list of ids. A missing key gets an empty list, made in C (no Python call); `new()` reads back the keys added since."
+    def __init__(self, items=()):
+        super().__init__(list, items)
+        self.seen = len(self)                            # the keys before this one were handed out by `new()` already
+        self.bad = 0                                     # (word cache) cached words that can't be encoded on their own
+    def new(self) -> list:
+        "Keys added since the last call, oldest first: a dict keeps insertion order, so they are its last ones."
+        k, self.seen = len(self) - self.seen, len(self)
+        keys = list(islice(reversed(self), k)); keys.reverse()
+        return keys
+    def drop(self, keys):
+        "Forget `keys` (their fill failed): an empty list must never stay behind as a cached answer."
+        for key in keys: self.pop(key, None)
+        self.seen = len(self)
 
-_BAD = []                                                # the word cache's answer for a word it can't hold
+_EMPTY = []
 
-class _WordCache(_IdCache):
-    "space-separated word w -> ids of ' ' + w, for words that are non-empty and end in a non-space; `_BAD` for the others."
-    bad = 0                                              # lookups of words that can't be cached, since the count was reset
-    def __missing__(self, word):
-        if not word or word[-1].isspace(): self.bad += 1; return _BAD
-        ids = self[word] = []
-        self.todo.append(word); self.lists.append(ids)
-        return ids
+def _flatten(lists) -> list[int]:
+    "Concatenate lists of ids: `list.extend` copies a list without an iterator, faster than `chain` over many short lists."
+    out = []
+    deque(map(out.extend, lists), maxlen=0)
+    return out
+_bad_word_end = re.compile(r'\s(?= |\Z)')               # in ' ' + ' '.join(words): the end of an empty word or of one ending in whitespace
+_NOT_SPACE = frozenset(range(128)) - frozenset(b' \t\n\x0b\x0c\r')   # ASCII bytes that aren't White_Space
 
 _NONE = 1 << 62                                          # "no merge" rank: above every rank << shift | id
 _MIX = np.uint64(0x9E3779B97F4A7C15)                     # Fibonacci hashing: 2**64 / golden ratio
@@ -501,8 +506,13 @@ class Tokenizer:
             try: self._whole[b.decode('utf-8')] = [i]
             except UnicodeDecodeError: pass
         self._whole.update({(s,): [i] for s, i in self._special_ids.items()})
-        self._cache = _IdCache(self._whole)               # pre-token -> ids
-        self._words = _WordCache()                        # space-separated word -> ids of ' ' + word
+        self._cache = _Cache(self._whole)                 # pre-token -> ids
+        self._words = _Cache()                            # word (UTF-8) -> ids of ' ' + word (of the word alone if it starts with '\n')
+        self._nl = not any('\n' in s for s in self.special_tokens)   # words may be cut before every newline
+        # An empty word (two spaces) or a lone newline between two cached words is one token, when the next word starts with a
+        # character that is no whitespace and starts no special token (else the whitespace would join a longer pre-token).
+        self._lone = {w: [inv[t]] for w, t in ((b'', b' '), (b'\n', b'\n')) if t in inv and (self._nl or not w)}
+        self._plain_start = _NOT_SPACE - {s.encode('utf-8')[0] for s in self.special_tokens}
         self._cache_max = 1 << 19                         # new entries a cache may hold before it starts over
         self._space_in_special = any(' ' in s for s in self.special_tokens)
         self._lock = threading.Lock()                     # the caches' to-do lists are shared: one encode at a time
@@ -579,16 +589,15 @@ class Tokenizer:
             inner = first[first != ends - lens]
             rk[inner - 1] = self._pair_ranks(ids[inner - 1], ids[inner])  # and with its left neighbour
 
-    def _fill(self, cache: _IdCache):
+    def _fill(self, cache: _Cache):
         "Merge the pre-tokens added to `cache` since the last fill, all in one batch, into their waiting lists."
-        todo, lists = cache.todo, cache.lists
+        todo = cache.new()
         if not todo: return
-        cache.todo, cache.lists = [], []
         try:
-            for ids, new in zip(lists, self._bpe_batch(todo) if len(todo) >= 64 else map(self._bpe, todo)): ids += new
+            merged = self._bpe_batch(todo) if len(todo) >= 64 else map(self._bpe, todo)
+            for ids, new in zip(map(cache.__getitem__, todo), merged): ids += new
         except BaseException:
-            for k in todo: cache.pop(k, None)            # never leave an empty list behind as a cached answer
-            raise
+            cache.drop(todo); raise
 
     def _keys(self, text: str, pre=pretokenize) -> list:
         "Pre-tokens of `text` (split by `pre`), with each special token as a `(special,)` key."
@@ -604,7 +613,7 @@ class Tokenizer:
         "Ids of `text`: pre-tokenize, look every pre-token up (new ones get empty lists), merge the new ones, flatten."
         vals = list(map(self._cache.__getitem__, self._keys(text)))
         self._fill(self._cache)
-        return list(chain.from_iterable(vals))
+        return _flatten(vals)
 
     def _encode_many(self, texts: list[str]) -> Iterator[Iterable[int]]:
         "Ids of each text: pre-tokenized one by one, but looked up and merged all in one batch."
@@ -618,40 +627,71 @@ class Tokenizer:
         b = list(accumulate(map(len, keys), initial=0))   # text i's pre-tokens are vals[b[i]:b[i + 1]]
         return map(chain.from_iterable, map(vals.__getitem__, map(slice, b, b[1:])))
 
-    def _encode_words(self, text: str) -> list[int]:
-        "Ids of `text` word by word: one `str.split(' ')` and one lookup per word instead of the regular expression."
-        words = text.split(' ')
+    def _fill_words(self, new: list[bytes]):
+        "Fill the lists of new words: all pre-tokenized as one text, looked up and merged in one batch, then regrouped."
         wc = self._words
-        wc.bad = 0
-        vals = list(map(wc.__getitem__, words))          # new words get empty lists, filled below; the others `_BAD`
-        if wc.todo:
-            new, lists = wc.todo, wc.lists
-            wc.todo, wc.lists = [], []
-            try: list(map(list.extend, lists, self._encode_many(list(map(' '.__add__, new)))))
-            except BaseException:
-                for w in new: wc.pop(w, None)            # never leave an empty list behind as a cached answer
-                raise
-        # The first word has no space before it, and a word that is empty or ends in whitespace tokenizes differently
-        # depending on the word after it: each of those starts a stretch up to the next cacheable word, encoded as text.
+        joined = ' ' + b' '.join(new).decode('utf-8')   # every word after its space
+        cuts = [(joined.rfind(' ', 0, m.end()), m.end()) for m in _bad_word_end.finditer(joined)]
+        if cuts:                                         # words that can't be encoded alone keep their empty lists
+            wc.bad += len(cuts)
+            for s, e in reversed(cuts): new.remove(joined[s + 1:e].encode('utf-8')); joined = joined[:s] + joined[e:]
+            if not new: return
+        lists = list(map(wc.__getitem__, new))
+        if self._nl: joined = joined.replace(' \n', '\n')  # a word that starts with a newline has no space before it
+        keys = self._keys(joined)
+        vals = list(map(self._cache.__getitem__, keys))
+        self._fill(self._cache)
+        # A word has no space inside and ends in a non-space, so a pre-token starts a word exactly when it starts with the word's
+        # space (or newline): each word gets its first pre-token's ids, then the others', found by counting word starts.
+        first = list(map((' \n' if self._nl else ' ').__contains__, map(operator.itemgetter(0), keys)))
+        deque(map(list.extend, lists, compress(vals, first)), maxlen=0)
+        if len(keys) > len(new):
+            word = list(accumulate(first, initial=-1)); del word[0]
+            rest = list(map(operator.not_, first))
+            deque(map(list.extend, map(lists.__getitem__, compress(word, rest)), compress(vals, rest)), maxlen=0)
+
+    def _encode_words(self, text: str) -> list[int]:
+        "Ids of `text` word by word: one `bytes.split` and one lookup per word instead of the regular expression."
+        nl, wc = self._nl, self._words
+        data = text.encode('utf-8')
+        # A newline after a non-space is a pre-token boundary too: a space put before every newline cuts "end.\nThe" into
+        # the words "end." and "\nThe", which repeat far more often than the pair.
+        words = (data.replace(b'\n', b' \n') if nl else data).split(b' ')
+        vals = list(map(wc.__getitem__, words))          # new words get empty lists, filled below
+        new = wc.new()
+        if new:
+            try: self._fill_words(new)
+            except BaseException: wc.drop(new); raise
+        # What is still empty can't be encoded alone: an empty word, or one ending in whitespace, joins the whitespace after it.
+        # Each, and the first word (no space before it), starts a stretch up to the next cached word, encoded as text, unless
+        # it is a lone empty or newline word before a word that starts plainly.
         starts, i = [0], 0
-        for _ in range(wc.bad - (vals[0] is _BAD)): i = vals.index(_BAD, i + 1); starts.append(i)   # the only empty lists now
-        spans = []
+        if wc.bad:
+            try:
+                while True: i = vals.index(_EMPTY, i + 1); starts.append(i)
+            except ValueError: pass
+        spans, n, lone = [], len(words), self._lone
         for j in starts:
-            if spans and j <= spans[-1][1]: continue
+            if spans and j <= spans[-1][1]: continue    # inside the stretch before
+            if j and j + 1 < n and vals[j + 1] and words[j] in lone:
+                nxt = words[j + 1]
+                if nxt[nl and nxt[0] == 10] in self._plain_start: vals[j] = lone[words[j]]; continue
             end = j
-            while end < len(words) - 1 and (not words[end] or words[end][-1].isspace()): end += 1
+            while end < n - 1 and not vals[end]: end += 1
             spans.append((j, end))
-        stretches = [' '.join(words[j:end + 1]) if j == 0 else ' ' + ' '.join(words[j:end + 1]) for j, end in spans]
+        stretches = [(b' '.join(words[j:end + 1]) if j == 0 else b' ' + b' '.join(words[j:end + 1])).decode('utf-8') for j, end in spans]
+        if nl: stretches = [s.replace(' \n', '\n') for s in stretches]
         for (j, end), ids in zip(spans, self._encode_many(stretches)):
             vals[j] = ids
             vals[j + 1:end + 1] = [()] * (end - j)
-        return list(chain.from_iterable(vals))
+        return _flatten(vals)
 
     def _use_words(self, text: str) -> bool:
         "A cheap look at the start: the word cache pays off on text that repeats its words (stories), not on web text."
         if self._space_in_special: return False          # a special token holding a space could span two words
-        head = text[:1 << 16].split(' ')
-        return len(head) >= 64 and head.count('') < len(head) // 16 and len(set(head).difference(self._words)) <= len(head) // 4
+        head = text[:1 << 16].encode('utf-8')
+        head = (head.replace(b'\n', b' \n') if self._nl else head).split(b' ')
+        return len(head) >= 64 and head.count(b'') < len(head) // 16 and len(set(head).difference(self._words)) <= len(head) // 4
 
     def encode(self, text: str, # text to encode; special tokens are kept whole (longest match wins)
               ) -> list[int]:
@@ -661,8 +701,8 @@ class Tokenizer:
             # Encoding makes ~100K lists, none in a reference cycle, and every 700 new containers would start a collection.
             collecting = gc.isenabled(); gc.disable()
             try:
-                if len(self._cache) - len(self._whole) > self._cache_max: self._cache = _IdCache(self._whole)   # bound memory
-                if len(self._words) > self._cache_max: self._words = _WordCache()
+                if len(self._cache) - len(self._whole) > self._cache_max: self._cache = _Cache(self._whole)   # bound memory
+                if len(self._words) > self._cache_max: self._words = _Cache()
                 try: return self._encode_words(text) if self._use_words(text) else self._encode_plain(text)
                 except UnicodeEncodeError:               # lone surrogates have no UTF-8: replace them, as tiktoken does
                     text = text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')

@@ -78,8 +78,39 @@ def test_word_cache_path_matches_tiktoken(gpt2, enc):
         text = rng.choice(['', ' ', '\n']) + text[:rng.choice([len(text), -1])]
         ref = enc.encode(text, allowed_special={EOT})
         assert tok.encode(text) == ref, repr(text[:120])
-        assert tok.encode(text) == ref                            # again, now from the word cache
+        assert tok.encode(text) == ref                            # again, now from the caches
+        clean = text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')   # as encode replaces lone surrogates
+        with tok._lock: assert tok._encode_words(clean) == ref, repr(text[:120])   # the word path, whatever encode chose
     assert len(tok._words) > 100                                  # the word path did run
+
+@pytest.mark.parametrize('specials', [[EOT], [EOT, 'END\n', '\n\n<|x|>'], [EOT, 'Lily', 'ü', '<|x|>'], ['\t<t>', 'a']])
+def test_word_path_whitespace_and_special_tokens(gpt2, enc, specials):
+    "Words next to runs of spaces, newlines and other whitespace, and special tokens that start with a letter or hold a newline."
+    import tiktoken
+    tok = Tokenizer(gpt2.vocab, gpt2.merges, specials)
+    ref = tiktoken.Encoding('gpt2-specials', pat_str=enc._pat_str, mergeable_ranks=enc._mergeable_ranks, special_tokens=tok._special_ids)
+    rng = random.Random(len(specials))
+    atoms = specials + ['the', 'cat.', 'Lily', '"Hi,', "it's", '\nShe', 'x\t', '\ty', 'a\xa0', '\xa0b', '42', '😀', 'e\u3000',
+                        '\u3000f', 'end.' + specials[0], specials[0] + '\nOnce', 'é', '—', '\r', '\r\nX', '  ', "'s", '\u2028', '\x85', '']
+    seps = [' '] * 4 + ['  ', '   ', '\n', '\n\n', '\n\n\n', ' \n', '\n ', ' \n ', '\r\n', '\t', ' \t ', '\xa0', '\n\t', '\t\n', ' \n\n']
+    for k in range(400):
+        if k % 100 == 0: tok = Tokenizer(gpt2.vocab, gpt2.merges, specials)   # now and then with empty caches
+        text = ''.join(rng.choice(atoms) + rng.choice(seps) for _ in range(rng.randint(1, 60)))
+        text = rng.choice(['', rng.choice(seps)]) + text[:rng.choice([len(text), -1])]
+        want = ref.encode(text, allowed_special='all')
+        with tok._lock: assert tok._encode_words(text) == want, repr(text[:200])
+        assert tok.encode(text) == want, repr(text[:200])
+
+def test_failed_fill_caches_nothing():
+    "A word that can't be encoded (a byte without a token) raises every time; it is never cached as an empty answer."
+    vocab = {i: bytes([i]) for i in range(256) if i != ord('z')}
+    tok = Tokenizer(vocab, [])
+    story = 'the cat sat on the mat. ' * 40
+    for text in (story + 'zebra ' + story, 'zoo'):
+        for _ in range(2):
+            with pytest.raises(ValueError, match='byte has no token'): tok.encode(text)
+    assert tok.encode(story) == [tok._inv[bytes([b])] for b in story.encode()]
+    assert b'zebra' not in tok._words and 'zoo' not in tok._cache
 
 def test_every_bmp_code_point_matches_tiktoken(gpt2, enc):
     "The standard-`re` pattern writes tiktoken's classes out for U+0000-U+FFFF: every code point, in mixed contexts."
