@@ -698,7 +698,7 @@ class Tokenizer:
         "Token ids of `text`."
         if not isinstance(text, str): raise TypeError(f"encode expects str, got {type(text).__name__}")
         with self._lock:
-            # Encoding makes ~100K lists, none in a reference cycle, and every 700 new containers would start a collection.
+            # Encoding makes a list per new word or pre-token, none in a reference cycle; every 700 would start a collection.
             collecting = gc.isenabled(); gc.disable()
             try:
                 if len(self._cache) - len(self._whole) > self._cache_max: self._cache = _Cache(self._whole)   # bound memory
