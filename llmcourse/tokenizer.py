@@ -419,13 +419,14 @@ class _Cache(defaultdict):
         for key in keys: self.pop(key, None)
         self.seen = len(self)
 
-_EMPTY = []
+_EMPTY = []                                              # the list of a word that can't be encoded on its own
 
 def _flatten(lists) -> list[int]:
     "Concatenate lists of ids: `list.extend` copies a list without an iterator, faster than `chain` over many short lists."
     out = []
     deque(map(out.extend, lists), maxlen=0)
     return out
+
 _bad_word_end = re.compile(r'\s(?= |\Z)')               # in ' ' + ' '.join(words): the end of an empty word or of one ending in whitespace
 _NOT_SPACE = frozenset(range(128)) - frozenset(b' \t\n\x0b\x0c\r')   # ASCII bytes that aren't White_Space
 
@@ -515,7 +516,7 @@ class Tokenizer:
         self._plain_start = _NOT_SPACE - {s.encode('utf-8')[0] for s in self.special_tokens}
         self._cache_max = 1 << 19                         # new entries a cache may hold before it starts over
         self._space_in_special = any(' ' in s for s in self.special_tokens)
-        self._lock = threading.Lock()                     # the caches' to-do lists are shared: one encode at a time
+        self._lock = threading.Lock()                     # the caches' new keys are shared state: one encode at a time
 
     def __reduce__(self): return type(self), (self.vocab, self.merges, self.special_tokens)   # pickles without caches or lock
 
@@ -631,11 +632,12 @@ class Tokenizer:
         "Fill the lists of new words: all pre-tokenized as one text, looked up and merged in one batch, then regrouped."
         wc = self._words
         joined = ' ' + b' '.join(new).decode('utf-8')   # every word after its space
-        cuts = [(joined.rfind(' ', 0, m.end()), m.end()) for m in _bad_word_end.finditer(joined)]
-        if cuts:                                         # words that can't be encoded alone keep their empty lists
-            wc.bad += len(cuts)
-            for s, e in reversed(cuts): new.remove(joined[s + 1:e].encode('utf-8')); joined = joined[:s] + joined[e:]
+        bad = {joined[joined.rfind(' ', 0, m.end()) + 1:m.end()].encode('utf-8') for m in _bad_word_end.finditer(joined)}
+        if bad:                                          # words that can't be encoded alone keep their empty lists
+            wc.bad += len(bad)
+            new = [w for w in new if w not in bad]
             if not new: return
+            joined = ' ' + b' '.join(new).decode('utf-8')
         lists = list(map(wc.__getitem__, new))
         if self._nl: joined = joined.replace(' \n', '\n')  # a word that starts with a newline has no space before it
         keys = self._keys(joined)
@@ -689,9 +691,12 @@ class Tokenizer:
     def _use_words(self, text: str) -> bool:
         "A cheap look at the start: the word cache pays off on text that repeats its words (stories), not on web text."
         if self._space_in_special: return False          # a special token holding a space could span two words
-        head = text[:1 << 16].encode('utf-8')
-        head = (head.replace(b'\n', b' \n') if self._nl else head).split(b' ')
-        return len(head) >= 64 and head.count(b'') < len(head) // 16 and len(set(head).difference(self._words)) <= len(head) // 4
+        data = text[:1 << 16].encode('utf-8')
+        if self._nl: data = data.replace(b'\n', b' \n')
+        head = data.split(b' ')
+        stretches = data.count(b'\r ') + data.count(b'\t ')  # words ending in a tab or a carriage return (CRLF text) can't stand alone
+        return (len(head) >= 64 and head.count(b'') < len(head) // 16 and stretches < len(head) // 128
+                and len(set(head).difference(self._words)) <= len(head) // 4)
 
     def encode(self, text: str, # text to encode; special tokens are kept whole (longest match wins)
               ) -> list[int]:

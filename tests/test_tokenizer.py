@@ -101,6 +101,13 @@ def test_word_path_whitespace_and_special_tokens(gpt2, enc, specials):
         with tok._lock: assert tok._encode_words(text) == want, repr(text[:200])
         assert tok.encode(text) == want, repr(text[:200])
 
+def test_encode_picks_the_word_path_for_stories_only(gpt2):
+    "Stories take the word path; web text, and stories whose lines end in CR LF (a stretch at every line end), the plain one."
+    stories = texts()['tinystories'][:300_000]
+    for text, words in [(stories, True), (texts()['webtext'][:300_000], False), (stories.replace('\n', '\r\n'), False),
+                        (stories.replace('. ', '.\t '), False), (stories.replace(' ', '  '), False)]:
+        assert Tokenizer(gpt2.vocab, gpt2.merges, [EOT])._use_words(text) == words, repr(text[:40])
+
 def test_failed_fill_caches_nothing():
     "A word that can't be encoded (a byte without a token) raises every time; it is never cached as an empty answer."
     vocab = {i: bytes([i]) for i in range(256) if i != ord('z')}
