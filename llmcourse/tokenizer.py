@@ -427,7 +427,7 @@ def _flatten(lists) -> list[int]:
     deque(map(out.extend, lists), maxlen=0)
     return out
 
-_bad_word_end = re.compile(r'\s(?= |\Z)')               # in ' ' + ' '.join(words): the end of an empty word or of one ending in whitespace
+_bad_word_end = re.compile(r'\s(?= |\Z)')               # in ' ' + ' '.join(words): the end of an empty or whitespace-ended word
 _NOT_SPACE = frozenset(range(128)) - frozenset(b' \t\n\x0b\x0c\r')   # ASCII bytes that aren't White_Space
 
 _NONE = 1 << 62                                          # "no merge" rank: above every rank << shift | id
@@ -508,7 +508,7 @@ class Tokenizer:
             except UnicodeDecodeError: pass
         self._whole.update({(s,): [i] for s, i in self._special_ids.items()})
         self._cache = _Cache(self._whole)                 # pre-token -> ids
-        self._words = _Cache()                            # word (UTF-8) -> ids of ' ' + word (of the word alone if it starts with '\n')
+        self._words = _Cache()                            # UTF-8 word -> ids of ' ' + word (of word alone if it starts with '\n')
         self._nl = not any('\n' in s for s in self.special_tokens)   # words may be cut before every newline
         # An empty word (two spaces) or a lone newline between two cached words is one token, when the next word starts with a
         # character that is no whitespace and starts no special token (else the whitespace would join a longer pre-token).
@@ -681,7 +681,8 @@ class Tokenizer:
             end = j
             while end < n - 1 and not vals[end]: end += 1
             spans.append((j, end))
-        stretches = [(b' '.join(words[j:end + 1]) if j == 0 else b' ' + b' '.join(words[j:end + 1])).decode('utf-8') for j, end in spans]
+        stretches = [(b' '.join(words[j:end + 1]) if j == 0 else b' ' + b' '.join(words[j:end + 1])).decode('utf-8')
+                     for j, end in spans]
         if nl: stretches = [s.replace(' \n', '\n') for s in stretches]
         for (j, end), ids in zip(spans, self._encode_many(stretches)):
             vals[j] = ids
