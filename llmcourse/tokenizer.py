@@ -538,24 +538,25 @@ class Tokenizer:
             if i < len(rk): rk[i] = get((ids[i], ids[i + 1]), _NONE)
         return ids
 
-    def _byte_list(self, words: list[str]) -> list[bytes]:
-        "UTF-8 of each word, checked: every byte must have a token."
-        data = [w.encode('utf-8') for w in words]
-        if len(self._byte_ids) < 256:
-            for w, b in zip(words, data):
-                if not set(b) <= self._byte_ids.keys(): raise ValueError(f"cannot encode {w!r}: a byte has no token in the vocabulary")
-        return data
+    def _no_token(self, word: str):
+        return ValueError(f"cannot encode {word!r}: a byte has no token in the vocabulary")
 
     def _bpe(self, word: str) -> list[int]:
         "Token ids of one pre-token."
-        return self._merge(list(map(self._byte_ids.__getitem__, self._byte_list([word])[0])))
+        try: return self._merge(list(map(self._byte_ids.__getitem__, word.encode('utf-8'))))
+        except KeyError: raise self._no_token(word) from None
 
     def _bpe_batch(self, words: list[str], small: int = 32) -> list[list[int]]:
         "Token ids of many pre-tokens at once: each round merges one pair in every word, with numpy (same result as `_bpe`)."
-        data = self._byte_list(words)
-        lens = np.fromiter(map(len, data), np.int64, len(data))        # tokens left in each word still merging
-        ids = self._byte_id_array[np.frombuffer(b''.join(data), np.uint8)]
+        data = ''.join(words).encode('utf-8')                           # all words at once, not one `encode` each
+        lens = np.fromiter(map(len, words), np.int64, len(words))      # tokens left in each word still merging: its bytes ...
+        if not data.isascii():                                           # ... which are its characters unless it isn't ASCII
+            wide = np.flatnonzero(~np.fromiter(map(str.isascii, words), bool, len(words)))
+            lens[wide] = [len(words[i].encode('utf-8')) for i in wide.tolist()]
+        ids = self._byte_id_array[np.frombuffer(data, np.uint8)]
         ends = np.cumsum(lens)
+        if len(self._byte_ids) < 256 and (ids < 0).any():
+            raise self._no_token(words[int(np.searchsorted(ends, np.argmax(ids < 0), side='right'))])
         rk = np.empty(len(ids), np.int64)                                # rank of the pair (ids[i], ids[i + 1]) ...
         rk[:-1] = self._pair_ranks(ids[:-1], ids[1:]); rk[ends - 1] = _NONE   # ... and none across a word's end
         out, which, mask = [None] * len(words), np.arange(len(words)), (1 << self._shift) - 1
