@@ -427,7 +427,7 @@ def _flatten(lists) -> list[int]:
     deque(map(out.extend, lists), maxlen=0)
     return out
 
-_bad_word_end = re.compile(r'\s(?= |\Z)')               # in ' ' + ' '.join(words): the end of an empty or whitespace-ended word
+_after_bad_word = re.compile(r' (?<=\s\s)')               # in ' ' + ' '.join(words): the space after an empty or whitespace-ended word
 _NOT_SPACE = frozenset(range(128)) - frozenset(b' \t\n\x0b\x0c\r')   # ASCII bytes that aren't White_Space
 
 _NONE = 1 << 62                                          # "no merge" rank: above every rank << shift | id
@@ -633,12 +633,17 @@ class Tokenizer:
         "Fill the lists of new words: all pre-tokenized as one text, looked up and merged in one batch, then regrouped."
         wc = self._words
         joined = ' ' + b' '.join(new).decode('utf-8')   # every word after its space
-        bad = {joined[joined.rfind(' ', 0, m.end()) + 1:m.end()].encode('utf-8') for m in _bad_word_end.finditer(joined)}
-        if bad:                                          # words that can't be encoded alone keep their empty lists
-            wc.bad += len(bad)
-            new = [w for w in new if w not in bad]
+        ends = [m.start() for m in _after_bad_word.finditer(joined)] + ([len(joined)] if joined[-1].isspace() else [])
+        if ends:                                         # words that can't be encoded alone keep their empty lists
+            wc.bad += len(ends)
+            cuts = [(joined.rfind(' ', 0, e), e) for e in ends]
+            if len(cuts) <= 16:                          # the usual few: cut them out
+                for s, e in reversed(cuts): new.remove(joined[s + 1:e].encode('utf-8')); joined = joined[:s] + joined[e:]
+            else:
+                bad = {joined[s + 1:e].encode('utf-8') for s, e in cuts}
+                new = [w for w in new if w not in bad]
+                joined = ' ' + b' '.join(new).decode('utf-8')
             if not new: return
-            joined = ' ' + b' '.join(new).decode('utf-8')
         lists = list(map(wc.__getitem__, new))
         if self._nl: joined = joined.replace(' \n', '\n')  # a word that starts with a newline has no space before it
         keys = self._keys(joined)

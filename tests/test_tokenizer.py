@@ -82,6 +82,10 @@ def test_word_cache_path_matches_tiktoken(gpt2, enc):
         clean = text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')   # as encode replaces lone surrogates
         with tok._lock: assert tok._encode_words(clean) == ref, repr(text[:120])   # the word path, whatever encode chose
     assert len(tok._words) > 100                                  # the word path did run
+    crlf = texts()['tinystories'][:100_000].replace('\n', '\r\n')   # hundreds of new words that end in '\r' in one fill
+    tok = Tokenizer(gpt2.vocab, gpt2.merges, [EOT])
+    with tok._lock: assert tok._encode_words(crlf) == enc.encode(crlf, allowed_special={EOT})
+    assert tok._words.bad > 16
 
 @pytest.mark.parametrize('specials', [[EOT], [EOT, 'END\n', '\n\n<|x|>'], [EOT, 'Lily', 'ü', '<|x|>'], ['\t<t>', 'a']])
 def test_word_path_whitespace_and_special_tokens(gpt2, enc, specials):
