@@ -4,14 +4,17 @@
 
 # %% ../nbs/01_layers.ipynb #d3fefff7
 from __future__ import annotations
-import math
+import math, typing
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['Linear', 'Embedding', 'RMSNorm', 'silu', 'swiglu_d_ff', 'SwiGLU', 'SiLUFFN', 'RotaryPositionalEmbedding', 'softmax',
-           'scaled_dot_product_attention', 'MultiHeadSelfAttention', 'TransformerBlock', 'TransformerLM']
+__all__ = ['SIZE_FIELDS', 'Linear', 'Embedding', 'RMSNorm', 'silu', 'swiglu_d_ff', 'SwiGLU', 'SiLUFFN',
+           'RotaryPositionalEmbedding', 'softmax', 'scaled_dot_product_attention', 'MultiHeadSelfAttention',
+           'TransformerBlock', 'ModelConfig', 'TransformerLM', 'pick_device']
 
 # %% ../nbs/01_layers.ipynb #f0bf972f
 def _check_choice(name: str, value, choices: tuple):
@@ -292,6 +295,65 @@ class TransformerBlock(nn.Module):
         x = self.ln1(x + self.attn(x, token_positions))
         return self.ln2(x + self.ffn(x))               # (..., seq, d_model)
 
+# %% ../nbs/01_layers.ipynb #a1c0f1e2
+@dataclass
+class ModelConfig:
+    "The shape and ablation switches of a `TransformerLM`, in CS336 names: the one list of the model's fields."
+    vocab_size: int = 2048           # number of token ids (BPE vocabulary incl. special tokens)
+    context_length: int = 128        # longest sequence the model accepts (RoPE tables)
+    d_model: int = 128               # residual stream width
+    num_layers: int = 3              # Transformer blocks
+    num_heads: int = 4               # attention heads per block; must divide d_model
+    d_ff: int = 384                  # feed-forward hidden width (about 8/3 · d_model for SwiGLU, a multiple of 64)
+    rope_theta: float = 10000.0      # RoPE base Θ
+    norm: Literal['rms', 'none'] = 'rms'               # RMSNorm or no normalisation (an ablation)
+    norm_position: Literal['pre', 'post'] = 'pre'      # pre-norm (modern) or post-norm (the original Transformer)
+    position: Literal['rope', 'nope'] = 'rope'         # RoPE or no position information (NoPE)
+    ffn: Literal['swiglu', 'silu'] = 'swiglu'          # gated SwiGLU or a plain SiLU MLP
+    tie_embeddings: bool = False     # share token_embeddings.weight with lm_head.weight
+    attention: Literal['fused', 'scratch'] = 'fused'   # torch's fused scaled_dot_product_attention or the from-scratch one
+
+    def __post_init__(self): _check_model_config(self)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        "Every field, in declaration order (TransformerLM's arguments)."
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def switches(cls) -> dict[str, tuple]:
+        "The ablation switches and their allowed values, the default first."
+        hints = typing.get_type_hints(cls)
+        return {f.name: typing.get_args(hints[f.name]) or (False, True) for f in fields(cls)
+                if typing.get_origin(hints[f.name]) is Literal or hints[f.name] is bool}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], # a run's config or any dict holding the model fields; other keys are ignored
+                 ) -> ModelConfig:
+        "The model part of a bigger config; the size fields are required, the switches default."
+        required = [f.name for f in fields(cls) if f.name not in cls.switches()]
+        missing = [k for k in required if k not in d]
+        if missing: raise ValueError(f"the config lacks the model fields {missing}")
+        return cls(**{k: d[k] for k in cls.field_names() if k in d})
+
+    def build(self, device: torch.device | str | None = None, # where the weights live
+              dtype: torch.dtype | None = None,              # the weights' dtype
+             ) -> nn.Module:
+        "A freshly initialised `TransformerLM` of this shape."
+        return TransformerLM(**asdict(self), device=device, dtype=dtype)
+
+SIZE_FIELDS = tuple(k for k in ModelConfig.field_names() if k not in ModelConfig.switches())  # the fields that size the model
+
+def _check_model_config(cfg: ModelConfig):
+    for name in SIZE_FIELDS[:6]: _check_positive_int(name, getattr(cfg, name))
+    if cfg.d_model % cfg.num_heads: raise ValueError(f"num_heads={cfg.num_heads} must divide d_model={cfg.d_model}")
+    for name, choices in ModelConfig.switches().items():
+        value = getattr(cfg, name)
+        if choices == (False, True) and not isinstance(value, bool): raise ValueError(f"{name} must be a bool, not {value!r}")
+        _check_choice(name, value, choices)
+    if cfg.position == 'rope' and (isinstance(cfg.rope_theta, bool) or not isinstance(cfg.rope_theta, (int, float)) or cfg.rope_theta <= 0):
+        raise ValueError(f"rope_theta must be a positive number with position='rope', not {cfg.rope_theta!r}")
+
 # %% ../nbs/01_layers.ipynb #7412a3dd
 class TransformerLM(nn.Module):
     "A decoder-only Transformer language model: token ids (batch, seq) -> logits (batch, seq, vocab_size)."
@@ -314,15 +376,10 @@ class TransformerLM(nn.Module):
                  dtype=None,                   # the weights' dtype
                 ):
         super().__init__()
-        for name, value in [('vocab_size', vocab_size), ('context_length', context_length), ('d_model', d_model),
-                            ('num_layers', num_layers), ('num_heads', num_heads), ('d_ff', d_ff)]:
-            _check_positive_int(name, value)
-        if position == 'rope' and not (isinstance(rope_theta, (int, float)) and rope_theta > 0):
-            raise ValueError(f"rope_theta must be a positive number with position='rope', not {rope_theta!r}")
-        if not isinstance(tie_embeddings, bool): raise ValueError(f"tie_embeddings must be a bool, not {tie_embeddings!r}")
-        self.config = dict(vocab_size=vocab_size, context_length=context_length, d_model=d_model, num_layers=num_layers,
-                           num_heads=num_heads, d_ff=d_ff, rope_theta=rope_theta, norm=norm, norm_position=norm_position,
-                           position=position, ffn=ffn, tie_embeddings=tie_embeddings, attention=attention)
+        cfg = ModelConfig(vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta, norm=norm,
+                          norm_position=norm_position, position=position, ffn=ffn, tie_embeddings=tie_embeddings,
+                          attention=attention)  # checks every field
+        self.config = asdict(cfg)  # a plain dict: checkpoints and the accounting rebuild the model from it
         self.vocab_size, self.context_length = vocab_size, context_length
         kw = dict(norm=norm, norm_position=norm_position, position=position, ffn=ffn, attention=attention,
                   device=device, dtype=dtype)
@@ -344,3 +401,19 @@ class TransformerLM(nn.Module):
         x = self.token_embeddings(token_ids)  # (..., seq, d_model)
         for layer in self.layers: x = layer(x)
         return self.lm_head(self.ln_final(x))  # (..., seq, vocab_size)
+
+# %% ../nbs/01_layers.ipynb #a1c0f1e5
+def pick_device(name: str | None = 'auto', # 'auto' (or None), 'cpu', 'cuda', 'cuda:1', 'mps'
+               ) -> torch.device:
+    "The device named, or for 'auto' the best one available: cuda, then mps, then cpu."
+    mps = getattr(torch.backends, 'mps', None)
+    mps_ok = mps is not None and mps.is_available()
+    if name in (None, '', 'auto'):
+        return torch.device('cuda' if torch.cuda.is_available() else 'mps' if mps_ok else 'cpu')
+    try: dev = torch.device(name)
+    except RuntimeError: raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+    if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if dev.type == 'mps' and not mps_ok: raise ValueError(f"device {name!r} asked for, but MPS is not available here")
+    return dev
