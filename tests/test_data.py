@@ -1,5 +1,5 @@
 """Token files (tokenize CLI, sidecar, document index, load_tokens) and training/evaluation batches."""
-import json, math, os, subprocess, sys
+import functools, json, math, os, subprocess, sys, tempfile
 from collections import Counter
 from pathlib import Path
 import numpy as np
@@ -7,16 +7,23 @@ import pytest
 import tiktoken
 import torch
 from llmcourse.tokenizer import Tokenizer
-from llmcourse.data import (BatchPrefetcher, eval_batches, find_chunk_boundaries, get_batch, load_doc_offsets, load_tokens, main,
-                            shared_data_dir, tinystories_sample, token_dtype, tokenize_file)
+from llmcourse.data import (asset_path, find_chunk_boundaries, get_batch, gunzip_file, load_doc_offsets, load_tokens, main,
+                            tinystories_sample, token_dtype, tokenize_file, validation_batches)
 
 ROOT = Path(__file__).resolve().parents[1]
-FIX = shared_data_dir()/'fixtures'
 EOT = '<|endoftext|>'
+
+_GPT2_DIR = tempfile.TemporaryDirectory(prefix='gpt2_')   # removed when the test process exits
+
+@functools.cache
+def gpt2_files() -> tuple[Path, Path]:
+    "GPT-2's vocab.json and merges.txt, decompressed from the package's embedded copies."
+    d = Path(_GPT2_DIR.name)
+    return tuple(gunzip_file(asset_path(f'gpt2_{n}.gz'), d/f'gpt2_{n}', progress=False) for n in ('vocab.json', 'merges.txt'))
 
 def gpt2_reference():
     "tiktoken's GPT-2 encoding built from the fixture vocab (an independent reference encoder)."
-    vocab = json.loads((FIX/'gpt2_vocab.json').read_text(encoding='utf-8'))
+    vocab = json.loads(gpt2_files()[0].read_text(encoding='utf-8'))
     bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
     cs = bs + [256 + i for i in range(256 - len(bs))]
     bs += [b for b in range(256) if b not in bs]
@@ -143,51 +150,35 @@ def test_get_batch_from_memmap_and_errors(tmp_path):
     with pytest.raises(ValueError, match='context_length \\+ 1 = 51'): get_batch(np.arange(50), 4, 50, 'cpu')
     with pytest.raises(ValueError, match='1-D'): get_batch(np.zeros((4, 40)), 2, 8, 'cpu')
     with pytest.raises(ValueError, match='>= 1'): get_batch(np.arange(50), 4, 0, 'cpu')
-    with pytest.raises(ValueError, match='>= 1'): eval_batches(np.arange(50), 4, 0, 'cpu')
-    with pytest.raises(ValueError, match='at least 2 tokens'): eval_batches(np.arange(1), 4, 8, 'cpu')
+    with pytest.raises(ValueError, match='>= 1'): validation_batches(np.arange(50), 4, 0, 'cpu')
+    with pytest.raises(ValueError, match='at least 2 tokens'): validation_batches(np.arange(1), 4, 8, 'cpu')
 
 def test_get_batch_bad_device_raises_torch_error():
     with pytest.raises((RuntimeError, AssertionError)): get_batch(np.arange(100), 4, 8, 'cuda:99')
 
 @pytest.mark.parametrize('n', [2, 9, 33, 161, 1000])
-def test_eval_batches_cover_the_split_once(n):
+def test_validation_batches_cover_the_split_once(n):
     data = np.arange(n) * 3
-    batches = list(eval_batches(data, 4, 8, 'cpu'))
+    batches = list(validation_batches(data, 4, 8, 'cpu'))
     xs = torch.cat([x.flatten() for x, _ in batches]); ys = torch.cat([y.flatten() for _, y in batches])
     assert xs.tolist() == data[:-1].tolist() and ys.tolist() == data[1:].tolist()
     assert all(x.shape[0] <= 4 and x.shape == y.shape for x, y in batches)
-    full = list(eval_batches(data, 4, 8, 'cpu', drop_tail=True))
+    full = list(validation_batches(data, 4, 8, 'cpu', drop_tail=True))
     assert sum(x.numel() for x, _ in full) == (n - 1) // 8 * 8 and all(x.shape[1] == 8 for x, _ in full)
-
-def test_prefetcher_matches_get_batch_and_closes():
-    data = np.arange(500)
-    g = torch.Generator().manual_seed(3)
-    want = [get_batch(data, 4, 8, 'cpu', generator=g) for _ in range(5)]
-    with BatchPrefetcher(data, 4, 8, 'cpu', num_prefetch=2, seed=3) as it:
-        got = [next(it) for _ in range(5)]
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(want, got))
-    assert not it._thread.is_alive()
-    with pytest.raises(StopIteration): next(it)
-    with pytest.raises(ValueError, match='context_length'): BatchPrefetcher(np.arange(5), 2, 8, 'cpu')
-
-def test_prefetcher_forwards_errors():
-    it = BatchPrefetcher(np.arange(100), 2, 8, 'cuda:99')
-    with pytest.raises((RuntimeError, AssertionError)): next(it)
-    assert not it._thread.is_alive()
 
 def run_cli(*args):
     env = os.environ | {'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
     return subprocess.run([sys.executable, '-m', 'llmcourse.data', *map(str, args)], capture_output=True, text=True, env=env)
 
-GPT2_FILES = ('--vocab', FIX/'gpt2_vocab.json', '--merges', FIX/'gpt2_merges.txt', '--special_tokens', EOT)
+def gpt2_args(): return ('--vocab', gpt2_files()[0], '--merges', gpt2_files()[1], '--special_tokens', EOT)
 
 def test_cli_tokenize_equals_single_process_encode(text_file, tmp_path):
-    tok = Tokenizer.from_files(FIX/'gpt2_vocab.json', FIX/'gpt2_merges.txt', [EOT])
+    tok = Tokenizer.from_files(*gpt2_files(), [EOT])
     text = text_file.read_text(encoding='utf-8')
     want = tok.encode(text)
     assert want == gpt2_reference().encode(text, allowed_special={EOT})
     out = tmp_path/'a'/'valid.bin'
-    r = run_cli('tokenize', *GPT2_FILES, '--input', text_file, '--output', out, '--workers', 2, '--chunk_bytes', 8192, '--no_progress')
+    r = run_cli('tokenize', *gpt2_args(), '--input', text_file, '--output', out, '--workers', 2, '--chunk_bytes', 8192, '--no_progress')
     assert r.returncode == 0, r.stderr
     assert load_tokens(out).tolist() == want
     meta = json.loads((tmp_path/'a'/'valid.bin.json').read_text())
@@ -204,12 +195,12 @@ def test_cli_errors_name_the_file(tmp_path, capsys):
         with pytest.raises(SystemExit) as e: main(['tokenize', *map(str, args), '--no_progress'])
         assert e.value.code == 1
         return capsys.readouterr().err
-    assert 'nope.txt' in fails(*GPT2_FILES, '--input', tmp_path/'nope.txt', '--output', tmp_path/'o.bin')
+    assert 'nope.txt' in fails(*gpt2_args(), '--input', tmp_path/'nope.txt', '--output', tmp_path/'o.bin')
     bad = tmp_path/'latin1.txt'
     bad.write_bytes('caf\xe9 au lait'.encode('latin-1'))
-    assert 'latin1.txt is not UTF-8' in fails(*GPT2_FILES, '--input', bad, '--output', tmp_path/'o.bin')
+    assert 'latin1.txt is not UTF-8' in fails(*gpt2_args(), '--input', bad, '--output', tmp_path/'o.bin')
     assert 'no tokenizer folder' in fails('--tokenizer', tmp_path/'none', '--input', bad, '--output', tmp_path/'o.bin')
-    assert 'vocab' in fails('--vocab', FIX/'gpt2_vocab.json', '--input', bad, '--output', tmp_path/'o.bin')
+    assert 'vocab' in fails('--vocab', gpt2_files()[0], '--input', bad, '--output', tmp_path/'o.bin')
     assert not list(tmp_path.glob('o.bin*'))
 
 def test_no_special_token_means_one_piece(text_file, tmp_path):

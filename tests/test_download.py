@@ -4,7 +4,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import llmcourse.data as data
-from llmcourse.data import RemoteFile, download, download_corpus, main
+from llmcourse.data import Copy, Corpus, RemoteFile, download, download_corpus, main
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -131,9 +131,9 @@ def fake_corpus(server, monkeypatch):
     text = ('Once upon a time.\n<|endoftext|>\n' * 2000).encode()
     server.files['/a.txt.gz'] = gzip.compress(text)
     server.files['/b.txt'] = text
-    monkeypatch.setitem(data.CORPORA, 'fake', (
+    monkeypatch.setitem(data.CORPORA, 'fake', Corpus('a test server', 'test data', {'train': (Copy('fake/b.txt', 'the test file'),)}, (
         RemoteFile('a.txt', f'{server.url}/a.txt.gz', gunzip=True, raw_size=len(text)),
-        RemoteFile('b.txt', f'{server.url}/b.txt', size=len(text), sha256=hashlib.sha256(text).hexdigest())))
+        RemoteFile('b.txt', f'{server.url}/b.txt', size=len(text), sha256=hashlib.sha256(text).hexdigest()))))
     return text
 
 def test_download_corpus_decompresses(server, tmp_path, monkeypatch):
@@ -161,7 +161,7 @@ def test_cli_download(server, tmp_path, monkeypatch, capsys):
 
 def test_known_corpora_are_recorded():
     # Only values we could corroborate are recorded; unknown checksums stay None rather than being made up.
-    ts = {f.name: f for f in data.CORPORA['tinystories']}
+    ts = {f.name: f for f in data.CORPORA['tinystories'].files}
     assert ts['TinyStoriesV2-GPT4-valid.txt'].size == 22_502_601
     assert all(f.sha256 and len(f.sha256) == 64 for f in ts.values())
-    assert all(f.gunzip and f.sha256 is None and f.raw_size for f in data.CORPORA['owt'])
+    assert all(f.gunzip and f.sha256 is None and f.raw_size for f in data.CORPORA['owt'].files)
