@@ -17,7 +17,7 @@ import llmcourse
 from .accounting import mfu
 from .checkpoint import (atomic_save, load_model_state, model_kwargs, read_checkpoint, rng_state,
                                   save_checkpoint, set_rng_state, unwrap_model)
-from .data import eval_batches, get_batch, load_tokens, read_text, sidecar_path, tinystories_sample, tokenize_file
+from .data import get_batch, load_tokens, read_text, sidecar_path, tinystories_sample, tokenize_file, validation_batches
 from .generate import generate
 from .layers import TransformerLM
 from .optim import AdamW, EarlyStopping, ReduceLROnPlateau, cross_entropy, gradient_clipping, lr_cosine_schedule
@@ -435,7 +435,7 @@ def evaluate(model: nn.Module, val_tokens: np.ndarray, cfg: TrainConfig, device:
     "Mean loss over the fixed validation batches, split between processes."
     model.eval()
     total, count = torch.zeros((), device=device, dtype=torch.float64), torch.zeros((), device=device, dtype=torch.float64)
-    batches = itertools.islice(eval_batches(val_tokens, cfg.batch_size, cfg.context_length, device, drop_tail=True), cfg.eval_batches)
+    batches = itertools.islice(validation_batches(val_tokens, cfg.batch_size, cfg.context_length, device, drop_tail=True), cfg.eval_batches)
     for i, (x, y) in enumerate(batches):
         if i % world_size != rank: continue
         with autocast_for(device, dtype): total += cross_entropy(model(x), y).double()
