@@ -13,6 +13,7 @@ py_versions = [v for v in '3.10 3.11 3.12 3.13'.split() if tuple(map(int, v.spli
 
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
+course_requirements = cfg.get('course_requirements', '').split()
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -38,7 +39,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires='>=' + min_python,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'wandb': ['wandb']},
+    extras_require={'dev': dev_requirements, 'course': course_requirements, 'wandb': ['wandb']},
     entry_points={'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False,
 )

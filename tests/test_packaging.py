@@ -1,6 +1,7 @@
 """The package as a user gets it: a wheel built from a clean checkout carries the embedded data, and a plain (non-editable)
 install finds it from anywhere; every numbered notebook opens the way Colab and the docs site need."""
-import json, os, re, shutil, subprocess, sys, sysconfig, zipfile
+import ast, json, os, re, shutil, subprocess, sys, sysconfig, zipfile
+from importlib.metadata import packages_distributions
 from importlib.util import find_spec
 from pathlib import Path
 import pytest
@@ -40,7 +41,8 @@ def test_wheel_carries_the_embedded_data(wheel):
         assert f'llmcourse/assets/{f}' in names, f'{f} is not in the wheel: {sorted(names)}'
     assert not any(n.startswith(('nbs/', 'tests/', 'data/')) for n in names), 'the wheel ships repository folders'
 
-def test_plain_install_finds_the_embedded_data(wheel, tmp_path):
+def fresh_venv(tmp_path: Path) -> tuple[Path, Path, dict]:
+    "A new venv that sees this environment's packages (not its editable llmcourse): (python, site-packages, env)."
     venv = tmp_path/'venv'
     subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages', '--without-pip', str(venv)], check=True)
     py = venv/('Scripts/python.exe' if os.name == 'nt' else 'bin/python')
@@ -51,9 +53,16 @@ def test_plain_install_finds_the_embedded_data(wheel, tmp_path):
     (site/'_test_parent_env.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')
     # No PYTHONPATH: the install and the probe must not see this checkout.
     env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV')}
-    r = subprocess.run([sys.executable, '-m', 'pip', '--python', str(py), 'install', '-q', '--no-deps', '--no-index', str(wheel)],
+    return py, site, env
+
+def pip_install(py: Path, env: dict, *args: str):
+    r = subprocess.run([sys.executable, '-m', 'pip', '--python', str(py), 'install', '-q', '--no-index', *args],
                        env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, f'pip install of the wheel failed:\n{r.stdout}\n{r.stderr[-4000:]}'
+    assert r.returncode == 0, f'pip install {" ".join(args)} failed:\n{r.stdout}\n{r.stderr[-4000:]}'
+
+def test_plain_install_finds_the_embedded_data(wheel, tmp_path):
+    py, site, env = fresh_venv(tmp_path)
+    pip_install(py, env, '--no-deps', str(wheel))
     probe = ("import json, llmcourse\n"
              "from llmcourse.data import asset_path, tinystories_sample\n"
              "print(json.dumps({'pkg': llmcourse.__file__, 'asset': str(asset_path('tinystories_train.txt.gz')),\n"
@@ -67,6 +76,54 @@ def test_plain_install_finds_the_embedded_data(wheel, tmp_path):
     assert Path(got['pkg']).resolve().is_relative_to(site), f"llmcourse imported from {got['pkg']}, not the installed wheel"
     assert Path(got['asset']).resolve().is_relative_to(site), f"embedded data found at {got['asset']}, outside {site}"
     assert (got['valid'], got['train']) == (100, 1627)
+
+# --- what the notebooks import: the base requirements plus the `course` extra ----------------------------------------
+
+def notebook_imports(nb: Path) -> set[str]:
+    "Top-level modules a notebook imports outside `try:` blocks (those are optional), stdlib and llmcourse left out."
+    mods = set()
+    for c in _cells(nb):
+        if c['cell_type'] != 'code': continue
+        src = '\n'.join(l for l in _src(c).splitlines() if not l.lstrip().startswith(('!', '%')))
+        tree = ast.parse(src)
+        optional = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try) for b in t.body for n in ast.walk(b)}
+        for n in ast.walk(tree):
+            if id(n) in optional: continue
+            if isinstance(n, ast.Import): mods |= {a.name.split('.')[0] for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and not n.level: mods.add(n.module.split('.')[0])
+    return {m for m in mods if m not in sys.stdlib_module_names and m != 'llmcourse'}
+
+def _norm(name): return re.sub(r'[-_.]+', '-', name).lower()
+
+def wheel_requirements(wheel: Path) -> dict[str | None, set[str]]:
+    "Distribution names the wheel requires, by extra (None for the base requirements)."
+    zf = zipfile.ZipFile(wheel)
+    meta = zf.read(next(n for n in zf.namelist() if n.endswith('.dist-info/METADATA'))).decode()
+    out = {}
+    for line in re.findall(r'^Requires-Dist: (.*)$', meta, re.M):
+        name = _norm(re.match(r'[A-Za-z0-9_.-]+', line).group(0))
+        extra = re.search(r'extra\s*==\s*"([^"]+)"', line)
+        out.setdefault(extra.group(1) if extra else None, set()).add(name)
+    return out
+
+def test_the_course_extra_covers_every_notebook_import(wheel):
+    req = wheel_requirements(wheel)
+    allowed = req.get(None, set()) | req.get('course', set())
+    dists = packages_distributions()
+    missing = {}
+    for nb in NOTEBOOKS:
+        for m in notebook_imports(nb):
+            names = {_norm(d) for d in dists.get(m, [m])}
+            if not names & allowed: missing.setdefault(nb.name, []).append(m)
+    assert not missing, f'notebooks import modules that neither the requirements nor the course extra install: {missing}'
+
+def test_the_wheel_with_its_course_extra_imports_what_the_notebooks_import(wheel, tmp_path):
+    py, site, env = fresh_venv(tmp_path)
+    pip_install(py, env, f'{wheel}[course]')   # resolves every course requirement (offline: from this environment)
+    mods = sorted(set().union(*map(notebook_imports, NOTEBOOKS)) | {'llmcourse.data', 'llmcourse.train', 'llmcourse.generate'})
+    r = subprocess.run([str(py), '-c', f'import importlib; [importlib.import_module(m) for m in {mods!r}]; print("ok")'],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith('ok'), r.stderr[-4000:]
 
 # --- notebook shape: Colab set-up cell, title and subtitle ------------------------------------------------------------
 
@@ -86,7 +143,8 @@ def colab_setup_problems(nb: Path) -> list[str]:
     if not re.match(r'\s*#\|\s*hide\s*$', s.splitlines()[0]): out.append('first line is not `#| hide`')
     if not re.search(r'^try:\s*import llmcourse\s*$', s, re.M) or not re.search(r'^except ImportError:', s, re.M):
         out.append('no `try: import llmcourse` / `except ImportError:`')
-    if not re.search(r"'pip',\s*'install'.*git\+" + re.escape(_git_url()), s): out.append(f'no pip install of git+{_git_url()}')
+    if not re.search(r"'pip',\s*'install'.*'llmcourse\[course\] @ git\+" + re.escape(_git_url()), s):
+        out.append(f"no pip install of 'llmcourse[course] @ git+{_git_url()}' (the course extra installs what notebooks import)")
     return [f'{p}:\n{s}' for p in out]
 
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -59,3 +59,17 @@ def test_slow_and_gpu_flags_are_skipped_by_default():
     ini = (ROOT/'settings.ini').read_text()
     flags = re.search(r'^tst_flags\s*=\s*(.*)$', ini, re.M).group(1)
     assert set(flags.split()) >= {'slow', 'gpu'}, 'nbdev 2.4.14 splits tst_flags on whitespace'
+
+def test_the_product_never_reads_a_shared_folder():
+    "../shared/data exists only on the build machines: no module, notebook, test or CI step may look for it."
+    found = []
+    for d in ('llmcourse', 'nbs', 'tests', '.ci', 'configs'):
+        for p in (ROOT/d).rglob('*'):
+            if p.is_file() and p.suffix in ('.py', '.ipynb', '.json', '') and p.name != 'test_repo.py':
+                text = p.read_text(encoding='utf-8', errors='replace')
+                if re.search(r'shared/data|LLMCOURSE_SHARED_DATA|shared_data_dir', text): found.append(str(p.relative_to(ROOT)))
+    assert not found, f'these files look for the build machines\' shared folder: {found}'
+
+def test_ci_runs_with_an_empty_data_cache():
+    run = (ROOT/'.ci'/'run').read_text()
+    assert re.search(r'LLMCOURSE_DATA="\$\(mktemp -d\)"', run), '.ci/run must point the data cache at an empty folder'
