@@ -4,8 +4,10 @@
 
 # %% ../nbs/02_accounting.ipynb #8e14b120
 from __future__ import annotations
-import math
+import math, typing
+import torch
 import torch.nn as nn
+from .layers import ModelConfig
 
 # %% auto #0
 __all__ = ['SIZE_FIELDS', 'SWITCHES', 'GPT2_SIZES', 'PEAK_FLOPS', 'model_config', 'gpt2_config', 'param_counts', 'param_tree',
@@ -13,9 +15,9 @@ __all__ = ['SIZE_FIELDS', 'SWITCHES', 'GPT2_SIZES', 'PEAK_FLOPS', 'model_config'
            'adamw_flops', 'training_seconds', 'peak_flops', 'mfu', 'six_n_flops_per_token']
 
 # %% ../nbs/02_accounting.ipynb #9d39a4ef
-SIZE_FIELDS = ('vocab_size', 'context_length', 'd_model', 'num_layers', 'num_heads', 'd_ff')
-SWITCHES = dict(norm=('rms', 'none'), norm_position=('pre', 'post'), position=('rope', 'nope'), ffn=('swiglu', 'silu'),
-                tie_embeddings=(False, True), attention=('fused', 'scratch'))
+_HINTS = typing.get_type_hints(ModelConfig)
+SIZE_FIELDS = tuple(k for k in ModelConfig.field_names() if _HINTS[k] is int)  # the integer fields that size the model
+SWITCHES = ModelConfig.switches()  # the ablation switches and their allowed values, the default first
 
 def model_config(config, # a dict, an object with the same attributes, or a TransformerLM
                 ) -> dict:
@@ -90,7 +92,10 @@ def matmul_flops(config,               # a model config (see `model_config`)
     rows.append(('lm_head', 'lm_head', T, d, V, B))
     return [dict(component=comp, matmul=name, m=m, n=n, p=p, count=k, flops=2 * m * n * p * k) for comp, name, m, n, p, k in rows]
 
-def forward_flops(config, seq_len: int | None = None, batch_size: int = 1) -> dict:
+def forward_flops(config,                     # a model config (see `model_config`)
+                  seq_len: int | None = None, # tokens per sequence; default context_length
+                  batch_size: int = 1,        # sequences
+                 ) -> dict:
     "Forward matmul FLOPs per component, plus their 'total'."
     out = {}
     for r in matmul_flops(config, seq_len, batch_size): out[r['component']] = out.get(r['component'], 0) + r['flops']
@@ -151,7 +156,8 @@ def max_batch_size(config,                     # a model config (see `model_conf
     return max(0, math.floor((memory_bytes - fixed) / per_sequence))
 
 # %% ../nbs/02_accounting.ipynb #02b8f952
-def adamw_flops(config) -> int:
+def adamw_flops(config, # a model config (see `model_config`)
+               ) -> int:
     "FLOPs of one AdamW update: 14 per parameter (moments 3 + 4, update 5, decoupled weight decay 2)."
     return 14 * param_counts(config)['total']
 
@@ -195,7 +201,7 @@ def _device_key(device_name: str) -> str | None:
     return None
 
 def peak_flops(device_name: str,     # e.g. torch.cuda.get_device_name(): 'NVIDIA H100 80GB HBM3'
-               dtype='bf16',         # 'bf16', 'fp16', 'tf32', 'fp32' (or a torch dtype)
+               dtype: str | torch.dtype = 'bf16', # 'bf16', 'fp16', 'tf32', 'fp32' (or a torch dtype)
               ) -> float | None:
     "Dense peak FLOP/s of a GPU for a dtype, or None for an unknown device, the CPU or an unsupported dtype."
     key = _DTYPE_NAMES.get(str(dtype))
@@ -205,8 +211,8 @@ def peak_flops(device_name: str,     # e.g. torch.cuda.get_device_name(): 'NVIDI
 
 def mfu(tokens_per_sec: float, # measured training throughput
         config,                # the model config (see `model_config`)
-        device_name_or_peak,   # a device name for `peak_flops`, or the peak FLOP/s itself
-        dtype='bf16',          # the dtype whose peak applies
+        device_name_or_peak: str | float, # a device name for `peak_flops`, or the peak FLOP/s itself
+        dtype: str | torch.dtype = 'bf16', # the dtype whose peak applies
         seq_len: int | None = None, # tokens per sequence; default context_length
        ) -> float | None:
     "Model FLOPs utilisation: tokens/s × training FLOPs per token / peak FLOP/s (None when the peak is unknown)."
@@ -216,7 +222,8 @@ def mfu(tokens_per_sec: float, # measured training throughput
     return tokens_per_sec * flops_per_token(config, True, seq_len) / peak
 
 # %% ../nbs/02_accounting.ipynb #308e0cf0
-def six_n_flops_per_token(config) -> float:
+def six_n_flops_per_token(config, # a model config (see `model_config`)
+                         ) -> float:
     "Kaplan et al.'s 6N training FLOPs per token, N = parameters used in matrix multiplies (lm_head included even when tied)."
     c = model_config(config)
     p = param_counts(c)

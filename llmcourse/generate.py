@@ -4,17 +4,18 @@
 
 # %% ../nbs/05_decoding.ipynb #78571e34
 from __future__ import annotations
-import argparse, math, numbers, operator, sys
+import argparse, math, numbers, operator, pickle, sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
 from .checkpoint import load_model_from_run
+from .files import EOT
+from .layers import pick_device
 
 # %% auto #0
-__all__ = ['EOT', 'top_k_mask', 'top_p_mask', 'check_sampling_args', 'next_token_probs', 'sample_next', 'KVCache',
-           'forward_cached', 'generate', 'stream_generate', 'stream_text', 'main']
+__all__ = ['top_k_mask', 'top_p_mask', 'check_sampling_args', 'next_token_probs', 'sample_next', 'KVCache', 'forward_cached',
+           'generate', 'stream_generate', 'stream_text', 'main']
 
 # %% ../nbs/05_decoding.ipynb #30a0003f
 _TOP_P_EPS = 1e-6  # a set "reaches" p when its mass is within float32 rounding of p
@@ -265,19 +266,11 @@ def _stream(model, rows, max_new_tokens, sample, use_cache, eos_id):
         if t == eos_id: return
 
 # %% ../nbs/05_decoding.ipynb #3fb1b87d
-EOT = '<|endoftext|>'
-
 def _eot_id(tokenizer) -> int | None:
     "The id of `<|endoftext|>` when the tokenizer has it as a special token."
     if EOT not in (getattr(tokenizer, 'special_tokens', None) or []): return None
     ids = tokenizer.encode(EOT)
     return ids[0] if len(ids) == 1 else None
-
-def _pick_device(name: str | None) -> torch.device:
-    if name: return torch.device(name)
-    if torch.cuda.is_available(): return torch.device('cuda')
-    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
-    return torch.device('cpu')
 
 def stream_text(model: nn.Module, # a TransformerLM
                 tokenizer, # with encode, decode and special_tokens
@@ -310,21 +303,23 @@ def main(argv: list[str] | None = None, # command-line arguments; None = sys.arg
     ap.add_argument('--top_p', type=float, default=None, help='sample among the smallest set reaching this probability, in (0, 1]')
     ap.add_argument('--seed', type=int, default=None, help='seed for reproducible sampling')
     ap.add_argument('--checkpoint', default='ckpt_last.pt', help='checkpoint file in the run folder (default ckpt_last.pt)')
-    ap.add_argument('--device', default=None, help='cpu, cuda, mps (default: the best available)')
+    ap.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N or mps (default auto: the best available)')
     ap.add_argument('--no_cache', action='store_true', help='recompute the whole window for every token')
     args = ap.parse_args(argv)
     try:
         check_sampling_args(args.temperature, args.top_k, args.top_p)
         if args.max_new_tokens < 0: raise ValueError(f"max_new_tokens must be >= 0, got {args.max_new_tokens}")
-        model, tokenizer, _ = load_model_from_run(args.run_dir, _pick_device(args.device), checkpoint=args.checkpoint)
+        model, tokenizer, _ = load_model_from_run(args.run_dir, pick_device(args.device), checkpoint=args.checkpoint)
         pieces = stream_text(model, tokenizer, args.prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                              top_p=args.top_p, seed=args.seed, use_cache=not args.no_cache)
         for piece in pieces: print(piece, end='', flush=True)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+    except KeyboardInterrupt:
+        print(file=sys.stderr); return 130  # Ctrl-C: stop quietly, with the shell's status for SIGINT
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError, RuntimeError) as e:  # unreadable run folders too
         print(f"error: {e}", file=sys.stderr); return 2
     print()
     return 0
 
 # %% ../nbs/05_decoding.ipynb #2a198243
 #| eval: false
-if __name__ == '__main__': sys.exit(main())
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # a script, not a notebook kernel (which has no __file__)

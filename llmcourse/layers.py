@@ -30,8 +30,8 @@ class Linear(nn.Module):
     def __init__(self,
                  in_features: int,  # size of the input's last dimension
                  out_features: int, # size of the output's last dimension
-                 device=None,       # where the weight lives
-                 dtype=None,        # the weight's dtype
+                 device: torch.device | str | None = None, # where the weight lives
+                 dtype: torch.dtype | None = None, # the weight's dtype
                 ):
         super().__init__()
         _check_positive_int('in_features', in_features); _check_positive_int('out_features', out_features)
@@ -40,7 +40,9 @@ class Linear(nn.Module):
         w = torch.empty(out_features, in_features, device=device, dtype=dtype)
         self.weight = nn.Parameter(nn.init.trunc_normal_(w, std=std, a=-3 * std, b=3 * std))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, # (..., in_features)
+               ) -> torch.Tensor:
+        "Apply the map to the last dimension."
         return x @ self.weight.T  # (..., in_features) -> (..., out_features)
 
     def extra_repr(self): return f"in_features={self.in_features}, out_features={self.out_features}"
@@ -51,8 +53,8 @@ class Embedding(nn.Module):
     def __init__(self,
                  num_embeddings: int, # vocabulary size
                  embedding_dim: int,  # d_model
-                 device=None,         # where the table lives
-                 dtype=None,          # the table's dtype
+                 device: torch.device | str | None = None, # where the table lives
+                 dtype: torch.dtype | None = None, # the table's dtype
                 ):
         super().__init__()
         _check_positive_int('num_embeddings', num_embeddings); _check_positive_int('embedding_dim', embedding_dim)
@@ -60,7 +62,9 @@ class Embedding(nn.Module):
         w = torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype)
         self.weight = nn.Parameter(nn.init.trunc_normal_(w, std=1.0, a=-3.0, b=3.0))
 
-    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, token_ids: torch.Tensor, # (...) integer ids in [0, num_embeddings)
+               ) -> torch.Tensor:
+        "Look up each id's row."
         if not torch.compiler.is_compiling() and token_ids.device.type == 'cpu' and token_ids.numel():
             # indexing would wrap negative ids around silently; on a GPU this check would cost a sync, so it is CPU-only
             lo, hi = token_ids.min().item(), token_ids.max().item()
@@ -76,15 +80,17 @@ class RMSNorm(nn.Module):
     def __init__(self,
                  d_model: int,       # size of the normalised (last) dimension
                  eps: float = 1e-5,  # added to the mean square for numerical stability
-                 device=None,        # where the gain lives
-                 dtype=None,         # the gain's dtype
+                 device: torch.device | str | None = None, # where the gain lives
+                 dtype: torch.dtype | None = None, # the gain's dtype
                 ):
         super().__init__()
         _check_positive_int('d_model', d_model)
         self.d_model, self.eps = d_model, eps
         self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, # (..., d_model), any float dtype
+               ) -> torch.Tensor:
+        "Normalise the last dimension, computing in at least float32, and return x's dtype."
         in_dtype = x.dtype
         x = x.to(torch.promote_types(in_dtype, torch.float32))  # at least float32 for the mean of squares
         rms = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)  # (..., 1)
@@ -93,7 +99,8 @@ class RMSNorm(nn.Module):
     def extra_repr(self): return f"{self.d_model}, eps={self.eps}"
 
 # %% ../nbs/01_layers.ipynb #cf6c8ff8
-def silu(x: torch.Tensor) -> torch.Tensor:
+def silu(x: torch.Tensor, # any shape
+        ) -> torch.Tensor:
     "SiLU (swish): `x * sigmoid(x)`."
     return x * torch.sigmoid(x)
 
@@ -109,15 +116,17 @@ class SwiGLU(nn.Module):
     def __init__(self,
                  d_model: int, # input and output size
                  d_ff: int,    # hidden size
-                 device=None,  # where the weights live
-                 dtype=None,   # the weights' dtype
+                 device: torch.device | str | None = None, # where the weights live
+                 dtype: torch.dtype | None = None, # the weights' dtype
                 ):
         super().__init__()
         self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)  # gate,  (d_ff, d_model)
         self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)  # down,  (d_model, d_ff)
         self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)  # up,    (d_ff, d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, # (..., d_model)
+               ) -> torch.Tensor:
+        "The gated feed-forward map."
         return self.w2(silu(self.w1(x)) * self.w3(x))  # (..., d_model)
 
 class SiLUFFN(nn.Module):
@@ -125,14 +134,16 @@ class SiLUFFN(nn.Module):
     def __init__(self,
                  d_model: int, # input and output size
                  d_ff: int,    # hidden size; 4 · d_model matches a SwiGLU of 8/3 · d_model in parameters
-                 device=None,  # where the weights live
-                 dtype=None,   # the weights' dtype
+                 device: torch.device | str | None = None, # where the weights live
+                 dtype: torch.dtype | None = None, # the weights' dtype
                 ):
         super().__init__()
         self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)  # (d_ff, d_model)
         self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)  # (d_model, d_ff)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, # (..., d_model)
+               ) -> torch.Tensor:
+        "The ungated feed-forward map."
         return self.w2(silu(self.w1(x)))  # (..., d_model)
 
 # %% ../nbs/01_layers.ipynb #3ab03831
@@ -142,8 +153,8 @@ class RotaryPositionalEmbedding(nn.Module):
                  theta: float,     # the base Θ of the angle frequencies (10,000 in RoFormer and LLaMA)
                  d_k: int,         # size of the vectors to rotate (the head size); must be even
                  max_seq_len: int, # number of positions to precompute
-                 device=None,      # where the cos/sin tables live
-                 dtype=None,       # float64 keeps float64 tables; anything else stores float32 tables
+                 device: torch.device | str | None = None, # where the cos/sin tables live
+                 dtype: torch.dtype | None = None, # float64 keeps float64 tables; anything else stores float32 tables
                 ):
         super().__init__()
         _check_positive_int('d_k', d_k); _check_positive_int('max_seq_len', max_seq_len)
@@ -169,6 +180,7 @@ class RotaryPositionalEmbedding(nn.Module):
                 x: torch.Tensor,                              # (..., seq, d_k)
                 token_positions: torch.Tensor | None = None,  # (..., seq), leading dims aligned with x's from the left
                ) -> torch.Tensor:
+        "Rotate x's pairs by their positions' angles."
         seq = x.shape[-2]
         if token_positions is None:
             if seq > self.max_seq_len: raise ValueError(f"sequence length {seq} exceeds max_seq_len={self.max_seq_len}")
@@ -216,8 +228,8 @@ class MultiHeadSelfAttention(nn.Module):
                  theta: float | None = None,     # RoPE base Θ; None means no positional rotation (NoPE)
                  *,
                  attention: str = 'fused',       # 'fused': F.scaled_dot_product_attention; 'scratch': this module's code
-                 device=None,                    # where the weights live
-                 dtype=None,                     # the weights' dtype
+                 device: torch.device | str | None = None, # where the weights live
+                 dtype: torch.dtype | None = None, # the weights' dtype
                 ):
         super().__init__()
         _check_positive_int('d_model', d_model); _check_positive_int('num_heads', num_heads)
@@ -239,6 +251,7 @@ class MultiHeadSelfAttention(nn.Module):
                 x: torch.Tensor,                              # (..., seq, d_model)
                 token_positions: torch.Tensor | None = None,  # (..., seq) or (seq,); default arange(seq)
                ) -> torch.Tensor:
+        "Causal self-attention over the sequence dimension."
         seq = x.shape[-2]
         q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))  # (..., H, seq, d_k)
         if self.rope is not None: q, k = self.rope(q, token_positions), self.rope(k, token_positions)
@@ -269,8 +282,8 @@ class TransformerBlock(nn.Module):
                  position: str = 'rope',    # 'rope' | 'nope'
                  ffn: str = 'swiglu',       # 'swiglu' | 'silu'
                  attention: str = 'fused',  # 'fused' | 'scratch'
-                 device=None,               # where the weights live
-                 dtype=None,                # the weights' dtype
+                 device: torch.device | str | None = None, # where the weights live
+                 dtype: torch.dtype | None = None, # the weights' dtype
                 ):
         super().__init__()
         for name, value, choices in [('norm', norm, ('rms', 'none')), ('norm_position', norm_position, ('pre', 'post')),
@@ -289,6 +302,7 @@ class TransformerBlock(nn.Module):
                 x: torch.Tensor,                              # (..., seq, d_model)
                 token_positions: torch.Tensor | None = None,  # (..., seq) or (seq,); default arange(seq)
                ) -> torch.Tensor:
+        "Attention then feed-forward, each added to the residual stream."
         if self.norm_position == 'pre':
             x = x + self.attn(self.ln1(x), token_positions)
             return x + self.ffn(self.ln2(x))           # (..., seq, d_model)
@@ -372,8 +386,8 @@ class TransformerLM(nn.Module):
                  ffn: str = 'swiglu',          # 'swiglu' | 'silu'
                  tie_embeddings: bool = False, # share token_embeddings.weight with lm_head.weight
                  attention: str = 'fused',     # 'fused' | 'scratch'
-                 device=None,                  # where the weights live
-                 dtype=None,                   # the weights' dtype
+                 device: torch.device | str | None = None, # where the weights live
+                 dtype: torch.dtype | None = None, # the weights' dtype
                 ):
         super().__init__()
         cfg = ModelConfig(vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta, norm=norm,
@@ -393,7 +407,8 @@ class TransformerLM(nn.Module):
         for layer in self.layers[1:]:
             if layer.attn.rope is not None: layer.attn.rope = self.layers[0].attn.rope
 
-    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, token_ids: torch.Tensor, # (..., seq) integer ids, seq <= context_length
+               ) -> torch.Tensor:
         "Logits for every position: (..., seq) int -> (..., seq, vocab_size)."
         seq = token_ids.shape[-1]
         if seq > self.context_length:

@@ -78,3 +78,11 @@ def test_bad_configs():
     with pytest.raises(ValueError, match='num_heads=5 must divide'): forward_flops(SMALL | dict(num_heads=5))
     with pytest.raises(ValueError, match='d_model must be a positive int'): param_counts(SMALL | dict(d_model=-4))
     with pytest.raises(ValueError, match='size must be one of'): gpt2_config('huge')
+
+
+def test_fields_come_from_model_config():
+    from llmcourse import accounting
+    from llmcourse.layers import ModelConfig
+    assert accounting.SWITCHES == ModelConfig.switches()
+    assert set(accounting.SIZE_FIELDS) <= set(ModelConfig.field_names())
+    assert accounting.SIZE_FIELDS == ('vocab_size', 'context_length', 'd_model', 'num_layers', 'num_heads', 'd_ff')

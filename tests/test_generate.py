@@ -247,3 +247,26 @@ def test_stream_text_holds_back_split_characters(monkeypatch):
     monkeypatch.setattr(G, 'stream_generate', lambda model, prompt, n, **kw: iter(ids))
     pieces = list(G.stream_text(None, byte_tokenizer(), 'x', 10))
     assert pieces == ['H', '€', '!', 'é']
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')
+def test_cli_device_without_cuda(run_dir):
+    r = cli(run_dir, '--device', 'cuda', '--max_new_tokens', '2')
+    assert r.returncode == 2 and 'CUDA is not available' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    r = cli(run_dir, '--device', 'tpu', '--max_new_tokens', '2')
+    assert r.returncode == 2 and 'unknown device' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+def test_cli_unreadable_checkpoint(run_dir):
+    (run_dir / 'ckpt_last.pt').unlink(); (run_dir / 'ckpt_last.pt').mkdir()  # a folder where the file should be
+    r = cli(run_dir, '--device', 'cpu')
+    assert r.returncode == 2 and r.stderr.startswith('error:') and 'Traceback' not in r.stderr, r.stderr
+
+def test_one_eot_and_one_device_picker():
+    import llmcourse.files, llmcourse.layers
+    assert G.EOT is llmcourse.files.EOT and G.pick_device is llmcourse.layers.pick_device
+    assert not hasattr(G, '_pick_device') and 'EOT' not in G.__all__
+
+def test_main_guard_does_nothing_in_a_kernel():
+    "Run as a notebook kernel runs it (__name__ == '__main__', no __file__), the module's last cell must not call main()."
+    src = (ROOT / 'llmcourse' / 'generate.py').read_text()
+    ns = {'__name__': '__main__'}
+    exec(compile(src.replace('from .', 'from llmcourse.'), 'generate', 'exec'), ns)  # would raise SystemExit without the guard
