@@ -291,8 +291,6 @@ def _chrome(browser: str, args: list[str], timeout: int = 60) -> subprocess.Comp
                '--disable-component-update', '--disable-sync', '--disable-extensions', '--mute-audio', '--hide-scrollbars',
                # The check is offline: CDN scripts (MathJax, require.js) fail at once instead of waiting on the network.
                '--host-resolver-rules=MAP * ~NOTFOUND', f'--user-data-dir={profile}', '--window-size=1280,1600',
-               # MathJax loads its web fonts from the site folder: file:// pages may read files beside them.
-               '--allow-file-access-from-files',
                # Virtual time runs the page's timers (MathJax typesets after load) until idle, within this budget.
                f'--virtual-time-budget={VIRTUAL_TIME_MS}', *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
