@@ -205,11 +205,11 @@ MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], preferredFont: null, webFon
 </script>
 """
 
-def _use_local_mathjax(body: str, url: str) -> str:
-    "Point nbconvert's MathJax script at the local copy and configure it for the fonts that copy has."
-    body, n = re.subn(r'<script src="https://cdnjs\.cloudflare\.com/ajax/libs/mathjax/[^"]*">',
-                      lambda m: _MATHJAX_CONFIG + f'<script src="{url}">', body, count=1)
-    return body
+def _configure_mathjax(body: str, url: str) -> str:
+    "Configure the local MathJax (loaded from `url`, nbconvert's `mathjax_url`) for the fonts that copy has."
+    tag = f'<script src="{html.escape(url)}">'
+    if tag not in body: raise RuntimeError(f"nbconvert's page has no {tag}: its template changed")
+    return body.replace(tag, _MATHJAX_CONFIG + tag, 1)
 
 def _explain(nb_path: Path, e: Exception) -> str:
     msg = f'{type(e).__name__}: {e}'
@@ -258,12 +258,12 @@ def render(nbs: Path, out: Path, notebooks: list[Path] | None = None) -> tuple[d
             node = nbformat.reads(json.dumps(nb2dict(nb)), as_version=4)   # joins the line lists nb2dict writes
             title = next((c.source.splitlines()[0][2:] for c in node.cells
                           if c.cell_type == 'markdown' and c.source.startswith('# ')), nb_path.stem)
+            depth = len(nb_path.relative_to(nbs).parent.parts)
+            if mathjax: exporter.mathjax_url = '../' * depth + MATHJAX_DIR + '/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe'
             body, _ = exporter.from_notebook_node(node, resources={'metadata': {'name': title}})
+            if mathjax: body = _configure_mathjax(body, exporter.mathjax_url)
             dest = out/nb_path.relative_to(nbs).parent/pages[nb_path.name]
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if mathjax:
-                up = '../' * len(nb_path.relative_to(nbs).parent.parts)
-                body = _use_local_mathjax(body, f'{up}{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe')
             dest.write_text(body, encoding='utf-8')
             res[pages[nb_path.name]] = dest
     finally:
@@ -314,9 +314,10 @@ function __docs_collect__() {
               return e && /MathJax/.test(e.className) && shown(e); }).length,
             errors: mj ? mj.getAllJax().filter(function (j) { return j.texError || (j.root && j.root.texError); })
                            .map(function (j) { return j.originalText; }) : []},
-    // show_doc output: a Markdown output with a heading (the name) and the signature's code block
+    // show_doc output: a Markdown output that opens with a rule, then the name as a heading and the signature's code
     signatures: Array.from(document.querySelectorAll('.jp-OutputArea-output[data-mime-type="text/markdown"]'))
-      .filter(function (e) { return e.querySelector('h2, h3, h4') && e.querySelector('pre'); })
+      .filter(function (e) { return e.firstElementChild && e.firstElementChild.tagName === 'HR' &&
+                                    e.querySelector('h2, h3, h4') && e.querySelector('pre'); })
       .map(function (e) { return {name: e.querySelector('h2, h3, h4').innerText.replace(/\u00b6/g, '').trim(),
                                   text: e.innerText}; }),
     widgets: document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"], .jupyter-widgets').length,
