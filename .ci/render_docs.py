@@ -449,10 +449,12 @@ def main(argv=None):
     pages, errors = render(nbs, Path(a.out))
     print(f"rendered {len(pages)} page(s) into {a.out}")
     for nb, e in errors.items(): print(f"FAIL {nb}: nbdev's docs processing failed\n       {e}")
-    if a.no_check: return 1 if errors else 0
+    stale_sidebar = (nbs/'sidebar.yml').exists() and (nbs/'sidebar.yml').read_text() != ld.sidebar_yml(nbs)
+    if stale_sidebar: print('FAIL nbs/sidebar.yml does not list the notebooks present: run python .ci/llmcourse_docs.py sidebar')
+    if a.no_check: return 1 if errors or stale_sidebar else 0
     browser = find_browser()
     if not browser: print('no Chromium-family browser found: nothing checked', file=sys.stderr); return 2
-    failed = len(errors)
+    failed = len(errors) + stale_sidebar
     for nb in site_notebooks(nbs):
         if nb.name in errors: continue
         exp = expectations(nb, nbs)
