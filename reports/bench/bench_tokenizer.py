@@ -2,10 +2,13 @@
 
     python reports/bench/bench_tokenizer.py [--out reports/bench/bench_tokenizer.md] [--repeats 2]
 
+    LLMCOURSE_DATA=/work/shared/data python reports/bench/bench_tokenizer.py
+
 Every measurement runs in a fresh subprocess (so caches start cold and peak memory is that task's own), ours and the peer
 alternating, best of `--repeats`. Training: vocab 10,000 with <|endoftext|> on the ~17 MB concatenation of the shared TinyStories
 V2 + V1, WebText and State-of-the-Union texts, 2 worker processes / 2 Rayon threads. Encoding: one thread, GPT-2 vocab, the
 shared TinyStories V2 and WebText texts, ids checked identical. Peak memory is the max RSS of the process and its children.
+WebText is download-only, so the corpora come from the data cache named by $LLMCOURSE_DATA (the build machines' shared pieces).
 """
 import argparse, gzip, json, os, platform, resource, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -16,7 +19,13 @@ EOT = '<|endoftext|>'
 
 # Neither this process nor the tasks import llmcourse.data: it imports torch, and a forked child starts with its parent's
 # peak RSS, so torch's ~220 MB would be counted in every task's peak memory.
-from tiktoken_gpt2 import shared_dir
+
+def shared_dir() -> Path:
+    "The data cache holding the shared corpus pieces: $LLMCOURSE_DATA (switch to llmcourse.data.corpus_path once it lands)."
+    d = os.environ.get('LLMCOURSE_DATA')
+    if not d or not (Path(d) / 'owt' / 'webtext_train_prefix_eot.txt.gz').is_file():
+        raise SystemExit('set LLMCOURSE_DATA to a data folder holding the shared pieces, e.g. LLMCOURSE_DATA=/work/shared/data')
+    return Path(d)
 
 def read_text(path): return gzip.open(path, 'rt', encoding='utf-8').read()
 
@@ -56,7 +65,7 @@ def run_task(task, arg):
         return dt, dict(vocab=tok.get_vocab_size())
     if task == 'cs336_speed':
         from llmcourse.tokenizer import train_bpe
-        t0 = time.perf_counter(); _, merges = train_bpe(shared_dir() / 'fixtures/corpus.en', 500, [EOT]); dt = time.perf_counter() - t0
+        t0 = time.perf_counter(); _, merges = train_bpe(ROOT / 'tests/fixtures/corpus.en', 500, [EOT]); dt = time.perf_counter() - t0
         return dt, dict(merges=len(merges))
     if task.startswith('steady_'):                       # ours, after encoding other text of the same kind
         name = task.split('_')[-1]
