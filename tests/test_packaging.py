@@ -80,13 +80,14 @@ def test_plain_install_finds_the_embedded_data(wheel, tmp_path):
 # --- what the notebooks import: the base requirements plus the `course` extra ----------------------------------------
 
 def notebook_imports(nb: Path) -> set[str]:
-    "Top-level modules a notebook imports outside `try:` blocks (those are optional), stdlib and llmcourse left out."
+    "Modules a notebook's cells import when run: not inside `try:` (optional) or a function (imported on use); no stdlib or llmcourse."
     mods = set()
     for c in _cells(nb):
         if c['cell_type'] != 'code': continue
         src = '\n'.join(l for l in _src(c).splitlines() if not l.lstrip().startswith(('!', '%')))
         tree = ast.parse(src)
         optional = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try) for b in t.body for n in ast.walk(b)}
+        optional |= {id(n) for t in ast.walk(tree) if isinstance(t, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(t)}
         for n in ast.walk(tree):
             if id(n) in optional: continue
             if isinstance(n, ast.Import): mods |= {a.name.split('.')[0] for a in n.names}
