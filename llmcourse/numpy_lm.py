@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 from .data import eval_batches, get_batch
-from .files import atomic_write
+from .files import atomic_write, remove_temporary_files
 from .generate import check_sampling_args
 from .optim import lr_cosine_schedule
 from .train import ascii_plot
@@ -547,9 +547,11 @@ def train(model: NumpyLM,             # trained in place
     opt = AdamW(model.parameters(), lr, (beta1, beta2), eps, weight_decay)
     gen = torch.Generator().manual_seed(seed)
     step, losses, evals = 0, [], ([], [])
+    remove_temporary_files(ckpt.parent)  # what a process killed while writing a checkpoint left behind
     if resume and ckpt.exists():
         step, losses = load_checkpoint(ckpt, model, opt, gen, settings)
         log(f"resumed {ckpt} at step {step:,}")
+    elif resume: log(f"resume: no checkpoint at {ckpt} yet, starting a fresh run")
     t_last, step_last = time.time(), step
     while step < max_steps:
         x, y = get_batch(train_tokens, batch_size, model.context_length, 'cpu', gen)

@@ -323,3 +323,10 @@ def test_sampling_is_seeded_and_checked():
     assert a == nl.generate(nmodel, [1, 2, 3], 12, temperature=1.0, top_k=3, seed=0)
     with pytest.raises(ValueError, match='top_p'): nl.generate(nmodel, [1], 2, top_p=0)
     with pytest.raises(ValueError, match='empty'): nl.generate(nmodel, [], 2)
+
+
+def test_train_cleans_temporary_files_and_says_when_nothing_to_resume(tmp_path, memmap_tokens):
+    (tmp_path / '.ckpt_numpy.npz.abc123.tmp').write_bytes(b'half a checkpoint')
+    lines = []
+    nl.train(NumpyLM.initialize(**SMALL), memmap_tokens, tmp_path, max_steps=2, batch_size=2, warmup_steps=1, resume=True, log=lines.append)
+    assert lines[0].startswith('resume: no checkpoint') and not list(tmp_path.glob('.*.tmp'))

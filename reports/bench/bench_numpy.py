@@ -36,7 +36,6 @@ def linear_forward_3d(x, W):  # np.matmul broadcasts over the batch: B GEMMs of 
     return x @ W.T, (x, W)
 
 def linear_backward_3d(dy, cache):  # dW as B per-sequence products, stacked (B, out, in), then summed
-    import numpy as np
     x, W = cache
     if dy.ndim == 2: return dy @ W, dy.T @ x
     return dy @ W, (dy.swapaxes(-1, -2) @ x).reshape(-1, *W.shape).sum(0)
