@@ -647,7 +647,8 @@ def generate(model: NumpyLM, # the model
             ) -> list[int] | list[list[int]]: # the new tokens only; a list per row for a batch
     "Continue the prompt(s) with the KV cache, sampling each token from `next_token_probs`."
     check_sampling_args(temperature, top_k, top_p)
-    prompt = np.asarray(prompt_ids)
+    try: prompt = np.asarray(prompt_ids)
+    except ValueError: raise ValueError("prompts of different lengths: give one prompt, or a batch of equal-length prompts") from None
     single = prompt.ndim == 1
     rows = model._check_ids(np.atleast_2d(prompt)[:, -model.context_length:]) if prompt.size else None
     if rows is None: raise ValueError("the prompt is empty: give at least one token")

@@ -330,3 +330,8 @@ def test_train_cleans_temporary_files_and_says_when_nothing_to_resume(tmp_path, 
     lines = []
     nl.train(NumpyLM.initialize(**SMALL), memmap_tokens, tmp_path, max_steps=2, batch_size=2, warmup_steps=1, resume=True, log=lines.append)
     assert lines[0].startswith('resume: no checkpoint') and not list(tmp_path.glob('.*.tmp'))
+
+
+def test_generate_refuses_ragged_batches():
+    _, nmodel = pair(seed=5)
+    with pytest.raises(ValueError, match='different lengths'): nl.generate(nmodel, [[1, 2, 3], [4]], 2, temperature=0.0)
