@@ -791,7 +791,7 @@ def _evaluation(cfg: TrainConfig, st: RunState, fwd: nn.Module, tok: Tokenizer, 
             'train_ppl': perplexity(train_loss), 'val_ppl': perplexity(val), 'lr': st.optimizer.param_groups[0]['lr'],
             'tokens_per_sec': round(speed[0], 1), 'mfu': speed[1]}
 
-def _log_evaluation(row: dict, model: nn.Module, tok: Tokenizer, cfg: TrainConfig, log: Callable, wb) -> None:
+def _log_evaluation(row: dict, model: nn.Module, tok: Tokenizer, cfg: TrainConfig, log: Callable, wb: Any | None) -> None:
     "Rank 0: append the row to metrics.jsonl (and wandb), and print it with a sample."
     append_metrics(cfg.run_dir / 'metrics.jsonl', row)
     if wb: wb.log(row, step=row['step'])
@@ -808,11 +808,11 @@ def run_loop(cfg: TrainConfig, # the run's config
              device: torch.device, dtype: str, rank: int, world: int, # where and how it runs
              stop: StopFlag, # set by a signal
              log: Callable, # where messages go
-             wb=None, # a wandb run, or None
+             wb: Any | None = None, # a wandb run, or None
             ) -> str | None:
     "Train until max_steps, an early stop, a stop signal or divergence; sets `st.status`; returns why it diverged, or None."
     amp, ckpt = autocast_for(device, dtype), cfg.run_dir / 'ckpt_last.pt'
-    bar = tqdm(total=cfg.max_steps, initial=st.step, disable=rank != 0, dynamic_ncols=True, desc=cfg.run_name, mininterval=1)
+    bar = tqdm(total=cfg.max_steps, initial=st.step, disable=None if rank == 0 else True, dynamic_ncols=True, desc=cfg.run_name, mininterval=1)
     pending = []  # the losses of the steps since the last sync, left on the device
     t_last, step_last, speed = time.time(), st.step, (0.0, None)
     try:
