@@ -257,3 +257,13 @@ def test_moe_accounting():
     with pytest.raises(ValueError, match='dense multi-head model only'): activation_bytes(moe, 1)
     with pytest.raises(ValueError, match='dense multi-head model only'): activation_bytes(CFG | dict(num_kv_heads=2), 1)
     with pytest.raises(ValueError, match='num_kv_heads=3 must divide'): param_counts(CFG | dict(num_kv_heads=3))
+
+def test_moe_decodes_with_the_kv_cache():
+    "Without a capacity limit a token's output depends on it alone, so cached decoding equals the full forward pass."
+    model = build(num_experts=4, moe_top_k=2, num_kv_heads=2)
+    cache = KVCache(model, 2)
+    ids = torch.randint(0, 97, (2, 30))
+    with torch.no_grad():
+        cached = torch.cat([forward_cached(model, ids[:, a:b], cache) for a, b in ((0, 9), (9, 10), (10, 30))], 1)
+        torch.testing.assert_close(cached, model(ids), atol=1e-5, rtol=1e-5)
+    assert generate(model, [[1, 2, 3], [4, 5]], 30, temperature=0) == generate(model, [[1, 2, 3], [4, 5]], 30, temperature=0, use_cache=False)
