@@ -295,8 +295,8 @@ def generate(model: nn.Module, # a TransformerLM
     if draft_model is not None:  # speculative decoding takes one row at a time
         _check_draft(model, draft_model, draft_tokens, use_cache, rows, max_new_tokens)
         for row, new in zip(rows, out):
-            for t in _stream(model, [row], max_new_tokens, None, True, eos_id, (draft_model, draft_tokens, temperature, top_k, top_p, generator)):
-                new.append(t)
+            new.extend(_until(eos_id, _speculative_tokens(model, draft_model, row, max_new_tokens, draft_tokens, temperature,
+                                                          top_k, top_p, generator)))
     elif max_new_tokens > 0:
         for nxt in _decode_steps(model, rows, max_new_tokens, sample, use_cache):
             for b, t in enumerate(nxt.tolist()):
@@ -323,18 +323,21 @@ def stream_generate(model: nn.Module, # a TransformerLM
     rows, single = _as_rows(prompt_ids, model.vocab_size)
     if not single: raise ValueError("stream_generate takes one prompt; use generate for a batch")
     sample = lambda logits: sample_next(logits, temperature, top_k, top_p, generator)
-    if draft_model is None: return _stream(model, rows, max_new_tokens, sample, use_cache, eos_id)
-    _check_draft(model, draft_model, draft_tokens, use_cache, rows, max_new_tokens)
-    return _stream(model, rows, max_new_tokens, None, True, eos_id, (draft_model, draft_tokens, temperature, top_k, top_p, generator))
+    if draft_model is None: tokens = (int(nxt[0]) for nxt in _decode_steps(model, rows, max_new_tokens, sample, use_cache))
+    else:
+        _check_draft(model, draft_model, draft_tokens, use_cache, rows, max_new_tokens)
+        tokens = _speculative_tokens(model, draft_model, rows[0], max_new_tokens, draft_tokens, temperature, top_k, top_p, generator)
+    return _until(eos_id, tokens)
+
+def _speculative_tokens(model, draft_model, row, max_new_tokens, *args) -> Iterator[int]:  # speculative_blocks, one token at a time
+    return (t for block, _ in speculative_blocks(model, draft_model, row, max_new_tokens, *args) for t in block)
 
 @torch.no_grad()  # on a generator function torch enters no_grad around each step only, leaving the caller's mode alone
-def _stream(model, rows, max_new_tokens, sample, use_cache, eos_id, speculative=None):
-    if max_new_tokens == 0: return
-    if speculative is None: tokens = (int(nxt[0]) for nxt in _decode_steps(model, rows, max_new_tokens, sample, use_cache))
-    else: tokens = (t for block, _ in speculative_blocks(model, speculative[0], rows[0], max_new_tokens, *speculative[1:]) for t in block)
+def _until(eos_id: int | None, tokens: Iterator[int]) -> Iterator[int]:  # the tokens up to and including the first eos_id
     for t in tokens:
         yield t
         if t == eos_id: return
+
 
 # %% ../nbs/05_decoding.ipynb #3fb1b87d
 def _eot_id(tokenizer) -> int | None:
