@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 import numpy as np
 import torch
-from .data import eval_batches, get_batch
+from .data import get_batch, validation_batches
 from .files import atomic_write, remove_temporary_files
 from .generate import check_sampling_args
 from .optim import lr_cosine_schedule
@@ -516,9 +516,9 @@ def load_checkpoint(path: str | Path, model: NumpyLM, optimizer: AdamW, generato
 
 # %% ../nbs/08_numpy.ipynb #acdf8613
 def evaluate(model: NumpyLM, val_tokens: np.ndarray, batch_size: int, num_batches: int) -> float:
-    "Mean loss over the first `num_batches` fixed validation batches (`llmcourse.data.eval_batches`)."
+    "Mean loss over the first `num_batches` fixed validation batches (`llmcourse.data.validation_batches`)."
     losses = []
-    for i, (x, y) in enumerate(eval_batches(val_tokens, batch_size, model.context_length, 'cpu', drop_tail=True)):
+    for i, (x, y) in enumerate(validation_batches(val_tokens, batch_size, model.context_length, 'cpu', drop_tail=True)):
         if i == num_batches: break
         losses.append(cross_entropy_forward(model.forward(x.numpy()).reshape(-1, model.vocab_size), y.numpy().reshape(-1))[0])
     return float(np.mean(losses))
