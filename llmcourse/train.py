@@ -33,7 +33,7 @@ __all__ = ['Dtype', 'SPECIAL_TOKENS', 'FINAL_STATUSES', 'RUN_ENTRIES', 'EXIT_COD
            'load_metrics', 'append_metrics', 'truncate_metrics', 'ascii_plot', 'RunFolderError', 'holds_run',
            'locked_run_dir', 'read_summary', 'check_resumable', 'RunPlan', 'plan_run', 'write_run_folder', 'RunState',
            'build_state', 'evaluate', 'sample_text', 'StopFlag', 'stop_on_signals', 'divergence', 'run_loop',
-           'finish_run', 'train', 'main']
+           'prepare_data', 'finish_run', 'train', 'main']
 
 # %% ../nbs/04_training.ipynb #d4d59998
 Dtype = Literal['auto', 'bf16', 'fp32']
@@ -333,7 +333,8 @@ class BatchSampler:
                  batch_size: int, # sequences per global batch
                  context_length: int, # tokens per sequence
                  seed: int, # seeds the generator (the same on every process)
-                 rank: int = 0, world_size: int = 1, # this process's slice of the global batch
+                 rank: int = 0, # this process: it keeps slice `rank` of the global batch
+                 world_size: int = 1, # the number of processes (slices)
                  device: str | torch.device = 'cpu', # where batches go
                 ):
         if batch_size % world_size: raise ValueError(f"batch_size {batch_size} is not a multiple of the {world_size} processes")
@@ -440,7 +441,8 @@ def param_groups(model: nn.Module, # the model
 
 # %% ../nbs/04_training.ipynb #2e9d4b61
 def from_rank0(fn: Callable[[], Any], # the work; its result must pickle
-               rank: int, world: int, # this process and the number of processes
+               rank: int, # this process
+               world: int, # the number of processes
               ) -> Any:
     "`fn()` computed on rank 0 and handed to every rank; an error on rank 0 is raised on every rank."
     if world == 1: return fn()
@@ -454,7 +456,8 @@ def from_rank0(fn: Callable[[], Any], # the work; its result must pickle
     return value
 
 def rank0_first(fn: Callable[[], Any], # the work, e.g. filling a cache
-                rank: int, world: int, # this process and the number of processes
+                rank: int, # this process
+                world: int, # the number of processes
                ) -> Any:
     "`fn()` on rank 0, then on the other ranks (which find what rank 0 made); an error on rank 0 stops every rank."
     if rank == 0: out = from_rank0(fn, rank, world)
@@ -687,7 +690,8 @@ def _all_finite(model: nn.Module) -> bool:
 def build_state(cfg: TrainConfig, # the run's config
                 train_tokens: np.ndarray, # the training tokens
                 device: torch.device, # where the model lives
-                rank: int = 0, world: int = 1, # this process and the number of processes
+                rank: int = 0, # this process
+                world: int = 1, # the number of processes
                ) -> RunState:
     "A fresh run state: the model initialised from `cfg.seed`, AdamW, the schedulers the config asks for, the sampler."
     torch.manual_seed(cfg.seed)
@@ -708,7 +712,8 @@ def evaluate(model: nn.Module, # the model (maybe compiled)
              num_batches: int, # batches per evaluation (the first ones, in order)
              device: torch.device, # where the model runs
              dtype: str, # 'bf16' or 'fp32'
-             rank: int = 0, world_size: int = 1, # this process and the number of processes
+             rank: int = 0, # this process
+             world_size: int = 1, # the number of processes
             ) -> float:
     "Mean loss over the fixed validation batches, split between processes."
     model.eval()
@@ -803,16 +808,22 @@ def _log_evaluation(row: dict, model: nn.Module, tok: Tokenizer, cfg: TrainConfi
 # %% ../nbs/04_training.ipynb #9a3e7b50
 def run_loop(cfg: TrainConfig, # the run's config
              st: RunState, # the run's state (advanced in place)
-             net: nn.Module, fwd: nn.Module, # the model as trained (maybe DDP-wrapped) and as evaluated (maybe compiled)
-             tok: Tokenizer, val_tokens: np.ndarray, # for samples and evaluations
-             device: torch.device, dtype: str, rank: int, world: int, # where and how it runs
+             net: nn.Module, # the model as trained (maybe compiled and DDP-wrapped)
+             fwd: nn.Module, # the model as evaluated (maybe compiled)
+             tok: Tokenizer, # for the samples
+             val_tokens: np.ndarray, # for the evaluations
+             device: torch.device, # where it runs
+             dtype: str, # 'bf16' or 'fp32'
+             rank: int, # this process
+             world: int, # the number of processes
              stop: StopFlag, # set by a signal
              log: Callable, # where messages go
              wb: Any | None = None, # a wandb run, or None
             ) -> str | None:
     "Train until max_steps, an early stop, a stop signal or divergence; sets `st.status`; returns why it diverged, or None."
     amp, ckpt = autocast_for(device, dtype), cfg.run_dir / 'ckpt_last.pt'
-    bar = tqdm(total=cfg.max_steps, initial=st.step, disable=None if rank == 0 else True, dynamic_ncols=True, desc=cfg.run_name, mininterval=1)
+    bar = tqdm(total=cfg.max_steps, initial=st.step, disable=rank != 0 or not sys.stderr.isatty(),  # a bar only on a terminal
+               dynamic_ncols=True, desc=cfg.run_name, mininterval=1)
     pending = []  # the losses of the steps since the last sync, left on the device
     t_last, step_last, speed = time.time(), st.step, (0.0, None)
     try:
@@ -858,10 +869,13 @@ def _checkpoint(st: RunState, ckpt: Path, cfg: TrainConfig) -> None:
     if cfg.keep_every and st.step % cfg.keep_every == 0: copy_checkpoint(ckpt, cfg.run_dir / f"ckpt_{st.step:06d}.pt")
 
 # %% ../nbs/04_training.ipynb #0e6c2d7b
-def _prepare_data(cfg: TrainConfig, plan: RunPlan, log: Callable) -> tuple[Tokenizer, np.ndarray, np.ndarray]:
-    "The tokenizer (a resumed run's own copy) and the training and validation tokens."
+def prepare_data(cfg: TrainConfig, # the run's config (data, tokenizer, vocab_size, context_length, cache_dir)
+                 own_tokenizer: bool = False, # use the run folder's tokenizer/ (a resumed run) instead of preparing one
+                 log: Callable = print, # where the one-line reports go
+                ) -> tuple[Tokenizer, np.ndarray, np.ndarray]:
+    "The tokenizer and the training and validation tokens of a run, from the cache or made (and cached) now."
     cache, own = resolve_cache_dir(cfg.cache_dir), cfg.run_dir / 'tokenizer'
-    tok = Tokenizer.from_dir(own) if plan.checkpoint and own.is_dir() else \
+    tok = Tokenizer.from_dir(own) if own_tokenizer and own.is_dir() else \
           prepare_tokenizer(cfg.train_data, cfg.vocab_size, cfg.tokenizer, cache, log)
     return (tok, prepare_tokens(tok, cfg.train_data, 'train', cfg.vocab_size, cfg.context_length, cache, log),
             prepare_tokens(tok, cfg.val_data, 'valid', cfg.vocab_size, cfg.context_length, cache, log))
@@ -924,7 +938,7 @@ def train(cfg: TrainConfig, # the run's config
             if plan.ended:
                 log(f"{cfg.run_dir} has already ended ({plan.ended['status']} at step {plan.ended['step']:,}): nothing to do")
                 return {**plan.ended, 'already_ended': True, 'run_dir': str(cfg.run_dir)}
-            tok, train_tokens, val_tokens = rank0_first(lambda: _prepare_data(cfg, plan, log), rank, world)
+            tok, train_tokens, val_tokens = rank0_first(lambda: prepare_data(cfg, plan.checkpoint is not None, log), rank, world)
             if rank == 0: write_run_folder(cfg, plan, tok)
             st = build_state(cfg, train_tokens, device, rank, world)
             if plan.checkpoint:
