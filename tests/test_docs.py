@@ -15,7 +15,7 @@ NOTEBOOKS = rd.site_notebooks(ROOT/'nbs')
 
 # Signatures their notebooks' owners have yet to fix (unannotated `=None` defaults show `NoneType=None`). While a notebook
 # is listed, its signature faults make its page test xfail (every other check still holds); once fixed, remove it here.
-PENDING_SIGNATURES = {'01_layers.ipynb', '04_training.ipynb'}
+PENDING_SIGNATURES: set[str] = set()   # notebooks whose signature fixes are pending (none)
 
 @pytest.fixture(scope='module')
 def browser():
