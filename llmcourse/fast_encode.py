@@ -423,7 +423,7 @@ class _WordEncoder(_WordFiller):
 
 # %% ../nbs/00b_fast_encoding.ipynb #b0000029
 class FastEncoder(_WordEncoder):
-    "The fast encode path of a `Tokenizer` (its default): the same ids as the readable path, several times sooner."
+    "The fast encode path of a `Tokenizer` (its default): the same ids as the readable path, sooner."
     def __init__(self, tok, # the `Tokenizer` whose vocab, merges and special tokens to encode with
                 ):
         super().__init__(tok)

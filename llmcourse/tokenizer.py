@@ -573,7 +573,10 @@ def _pretoken_cut(buf: str, special_tokens: list[str], special_re) -> int:
         pos += len(piece)
         if pos > limit:
             break
-        cut = pos
+        # A run of whitespace took its form from the character after it ('\xa0\xa0' before a letter is two pre-tokens, one
+        # at the end of a text), so the head, encoded alone, must not end in one.
+        if not piece[-1].isspace():
+            cut = pos
     return cut
 
 # %% ../nbs/00_unicode_bpe.ipynb #a1c0de13

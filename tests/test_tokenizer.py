@@ -500,7 +500,7 @@ MINIFIED = 'var a=[1,2,3];function f(x){return x*2};'
 def test_encode_iterable_without_ascii_whitespace_is_linear(gpt2, unit):
     "A stream with no ASCII whitespace is cut between pre-tokens (0.6M CJK characters took 19 s, 1.2M 88 s)."
     def stream(n): return (unit for _ in range(n))
-    n = 20_000 // len(unit) * 10
+    n = 50_000 // len(unit) * 10                               # 0.5M and 2M characters
     assert list(gpt2.encode_iterable(stream(n // 10), chunk_chars=2000)) == gpt2.encode(unit * (n // 10))
     ok, times = grows_linearly(lambda k: sum(1 for _ in gpt2.encode_iterable(stream(k), chunk_chars=1 << 14)), n, 4 * n)
     assert ok, times
@@ -554,3 +554,30 @@ def test_from_files_reads_gzip_and_plain(tmp_path, gpt2):
         (tmp_path / p.name.removesuffix('.gz')).write_bytes(gzip.open(p).read())
     plain = Tokenizer.from_files(tmp_path / 'gpt2_vocab.json', tmp_path / 'gpt2_merges.txt', [EOT])
     assert plain.vocab == gpt2.vocab and plain.merges == gpt2.merges
+
+@pytest.mark.parametrize('specials', [[EOT], [EOT, EOT + EOT, "'ll"], []])
+def test_pretoken_cut_never_changes_the_tokens(gpt2, specials):
+    "Streams without ASCII whitespace, cut between pre-tokens every few characters: contractions, digits, marks and special tokens at the edges."
+    tok = Tokenizer(gpt2.vocab, gpt2.merges, specials)
+    rng = random.Random(len(specials))
+    atoms = ["'", "'l", "'ll", "'s", "'ve", 'x', 'Ab', '12', '3', '.', '!!', '東京', '😀', '\u3000', '\xa0', '\u0301', 'é'] + specials * 3
+    for k in range(300):
+        text = ''.join(rng.choice(atoms) for _ in range(rng.randint(20, 200)))
+        pieces = [text[i:i + 7] for i in range(0, len(text), 7)]
+        assert list(tok.encode_iterable(pieces, chunk_chars=(20, 30, 64)[k % 3])) == tok.encode(text), repr(text[:80])
+
+def test_pretoken_cut_at_every_prefix():
+    "For every prefix of a stream, the cut is a boundary of the whole text and the head alone pre-tokenizes as the whole does."
+    from itertools import accumulate
+    from llmcourse.tokenizer import _pretoken_cut
+    rng = random.Random(5)
+    atoms = ["'", "'l", "'ll", "'s", 'x', 'Ab', '12', '.', '!!', '東京', '😀', '\u3000', '\xa0', '\u0301', ' ', '\n', '\t']
+    for _ in range(40):
+        text = ''.join(rng.choice(atoms) for _ in range(80))
+        full = pretokenize(text)
+        bounds = set(accumulate(map(len, full)))
+        for n in range(1, len(text) + 1):
+            cut = _pretoken_cut(text[:n], [], None)
+            if cut:
+                head = pretokenize(text[:cut])
+                assert cut in bounds and head == full[:len(head)], (repr(text[:n]), cut)

@@ -136,7 +136,7 @@ def main():
     tr_o, tr_h = best['train_ours'], best['train_hf']
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip() or 'unknown'
     lines = [f'# llmcourse.tokenizer benchmark', '',
-             f'`python reports/bench/bench_tokenizer.py --repeats {a.repeats}` at commit {commit}, {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.', '',
+             f'`LLMCOURSE_DATA={os.environ.get("LLMCOURSE_DATA")} python reports/bench/bench_tokenizer.py --repeats {a.repeats}` at commit {commit}, {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.', '',
              f'Machine: {platform.machine()}, {os.cpu_count()} cores ({platform.processor() or platform.platform()}), Python {platform.python_version()}; '
              f'load average {load0[0]:.1f} before, {load1[0]:.1f} after. The cores are shared with other jobs, so absolute times are noisy; '
              f'ours and the peer ran alternately in the same run, best of {a.repeats}, each in a fresh process.', '',
