@@ -17,7 +17,7 @@ export, and the wheel has no use for it. For each notebook it
   block, where a Markdown link shows raw. Links written by hand in docments stay, and the page check reports them.
 
 `sidebar(nbs)` is the sidebar, derived from the notebooks present: the home page, then "Course" (every numbered notebook
-that is not an experiment, in file order), then "Experiments" (notebooks numbered 06 and 07) once it has pages.
+that is not an experiment, in file order), then "Experiments" (06, 07, 09) and "Beyond assignment 1" (10 on), each once it has pages.
 `python .ci/llmcourse_docs.py sidebar` writes it to nbs/sidebar.yml (the Pages workflow does so before `nbdev_docs`, and
 tests/test_docs.py checks that the committed file is current).
 """
@@ -160,7 +160,8 @@ class ReaderView(Processor):
 
 # --- the sidebar ----------------------------------------------------------------------------------------------------
 
-EXPERIMENTS = ('06', '07')   # notebook numbers that make the Experiments section; every other number is Course
+# The sections and the notebook numbers in each; a number not listed is Course (08, the numpy model, belongs to the course).
+SECTIONS = {'Experiments': ('06', '07', '09'), 'Beyond assignment 1': ('10', '11', '12')}
 _numbered = re.compile(r'^(\d+)[a-z]?_')
 
 def site_notebooks(nbs: Path) -> list[Path]:
@@ -170,13 +171,14 @@ def site_notebooks(nbs: Path) -> list[Path]:
     return ([nbs/'index.ipynb'] if (nbs/'index.ipynb').exists() else []) + found
 
 def sidebar(nbs: Path) -> dict:
-    "Quarto's sidebar for the notebooks in `nbs`: home page, Course, and Experiments once it has pages; no empty section."
+    "Quarto's sidebar for the notebooks in `nbs`: home page, Course, then each section of SECTIONS once it has pages."
     nbs = Path(nbs)
     found = site_notebooks(nbs)
-    course = [p.name for p in found if p.name != 'index.ipynb' and _numbered.match(p.name).group(1) not in EXPERIMENTS]
-    experiments = [p.name for p in found if p.name != 'index.ipynb' and _numbered.match(p.name).group(1) in EXPERIMENTS]
+    numbered = [p.name for p in found if p.name != 'index.ipynb']
+    def section(name): return next((s for s, nums in SECTIONS.items() if _numbered.match(name).group(1) in nums), 'Course')
     contents = ['index.ipynb'] if (nbs/'index.ipynb').exists() else []
-    contents += [{'section': name, 'contents': pages} for name, pages in (('Course', course), ('Experiments', experiments)) if pages]
+    contents += [{'section': s, 'contents': pages} for s in ('Course', *SECTIONS)
+                 if (pages := [n for n in numbered if section(n) == s])]
     return {'website': {'sidebar': {'contents': contents}}}
 
 def sidebar_yml(nbs: Path) -> str:

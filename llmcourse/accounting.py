@@ -10,18 +10,20 @@ import torch.nn as nn
 from .layers import ModelConfig
 
 # %% auto #0
-__all__ = ['SIZE_FIELDS', 'SWITCHES', 'GPT2_SIZES', 'PEAK_FLOPS', 'model_config', 'gpt2_config', 'param_counts', 'param_tree',
-           'matmul_flops', 'forward_flops', 'flops_per_token', 'activation_bytes', 'training_memory', 'max_batch_size',
-           'adamw_flops', 'training_seconds', 'peak_flops', 'mfu', 'six_n_flops_per_token']
+__all__ = ['SIZE_FIELDS', 'SWITCHES', 'OPTIONAL_FIELDS', 'GPT2_SIZES', 'PEAK_FLOPS', 'model_config', 'gpt2_config',
+           'param_counts', 'param_tree', 'active_param_counts', 'matmul_flops', 'forward_flops', 'flops_per_token',
+           'activation_bytes', 'training_memory', 'max_batch_size', 'adamw_flops', 'training_seconds', 'peak_flops',
+           'mfu', 'kv_cache_bytes', 'decode_step', 'six_n_flops_per_token']
 
 # %% ../nbs/02_accounting.ipynb #9d39a4ef
 _HINTS = typing.get_type_hints(ModelConfig)
 SIZE_FIELDS = tuple(k for k in ModelConfig.field_names() if _HINTS[k] is int)  # the integer fields that size the model
 SWITCHES = ModelConfig.switches()  # the ablation switches and their allowed values, the default first
+OPTIONAL_FIELDS = ModelConfig.optional_fields()  # None = off: num_kv_heads (GQA), num_experts and capacity_factor (MoE)
 
 def model_config(config, # a dict, an object with the same attributes, or a TransformerLM
                 ) -> dict:
-    "The size fields and ablation switches of `config`, with the TransformerLM defaults for missing switches."
+    "The size fields, ablation switches and optional fields of `config`, with the TransformerLM defaults for missing ones."
     if isinstance(config, nn.Module): config = getattr(config, 'config', None) or {}
     get = config.get if isinstance(config, dict) else lambda k, default=None: getattr(config, k, default)
     missing = [k for k in SIZE_FIELDS if get(k) is None]
@@ -33,6 +35,8 @@ def model_config(config, # a dict, an object with the same attributes, or a Tran
     for k, choices in SWITCHES.items():
         out[k] = get(k, choices[0])
         if out[k] not in choices: raise ValueError(f"config {k} must be one of {choices}, not {out[k]!r}")
+    out |= {k: get(k) for k in OPTIONAL_FIELDS}
+    ModelConfig(**out)  # the GQA and MoE fields, checked as the model checks them
     return out
 
 GPT2_SIZES = {'small': (12, 768, 12), 'medium': (24, 1024, 16), 'large': (36, 1280, 20), 'xl': (48, 1600, 25)}
@@ -48,15 +52,21 @@ def gpt2_config(size: str,                 # 'small', 'medium', 'large' or 'xl'
                 num_heads=num_heads, d_ff=4 * d_model, rope_theta=10000.0) | switches
 
 # %% ../nbs/02_accounting.ipynb #229b2f19
+def _kv_heads(c: dict) -> int: return c['num_kv_heads'] or c['num_heads']
+def _ffn_params(c: dict) -> int: return (3 if c['ffn'] == 'swiglu' else 2) * c['d_model'] * c['d_ff']  # one dense FFN
+
 def param_counts(config, # a model config (see `model_config`)
                 ) -> dict:
     "Parameters per component, by formula, plus their 'total'."
     c = model_config(config)
     V, d, L, d_ff = c['vocab_size'], c['d_model'], c['num_layers'], c['d_ff']
     norm = d if c['norm'] == 'rms' else 0
+    kv = _kv_heads(c) * d // c['num_heads']  # width of k_proj and v_proj: d with MHA, less with GQA/MQA
+    E = c['num_experts']
+    ffn = _ffn_params(c) if E is None else E * _ffn_params(c) + d * E  # E experts and the router
     counts = {'token_embeddings': V * d,
-              'attention': L * 4 * d * d,
-              'ffn': L * (3 if c['ffn'] == 'swiglu' else 2) * d * d_ff,
+              'attention': L * (2 * d * d + 2 * d * kv),
+              'ffn': L * ffn,
               'norms': L * 2 * norm + (norm if c['norm_position'] == 'pre' else 0),
               'lm_head': 0 if c['tie_embeddings'] else V * d}
     return counts | {'total': sum(counts.values())}
@@ -74,21 +84,31 @@ def param_tree(model: nn.Module, # the model to inspect
     return [dict(module='  ' * key.count('.') + key.split('.')[-1], path=key, params=n, share=n / total)
             for key, n in sums.items()]
 
+def active_param_counts(config, # a model config (see `model_config`)
+                       ) -> dict:
+    "`param_counts` with only the parameters one token uses: of a mixture of experts, its top-k experts and the router."
+    c, counts = model_config(config), param_counts(config)
+    if c['num_experts'] is not None:
+        counts['ffn'] -= c['num_layers'] * (c['num_experts'] - c['moe_top_k']) * _ffn_params(c)
+    return counts | {'total': sum(v for k, v in counts.items() if k != 'total')}
+
 # %% ../nbs/02_accounting.ipynb #72fdf767
 def matmul_flops(config,               # a model config (see `model_config`)
                  seq_len: int | None = None, # tokens per sequence; default context_length
                  batch_size: int = 1,  # sequences
                 ) -> list[dict]:
-    "Every matrix multiply of one forward pass: its shape (m×n)(n×p), how many times it runs, and its FLOPs (2mnp each)."
+    "Every matrix multiply of one forward pass: its shape (m×n)(n×p), how many times it runs, and its FLOPs (2mnp each).\n\n    An MoE's experts count once per token and chosen expert, as if no token were dropped for capacity."
     c = model_config(config)
     T = c['context_length'] if seq_len is None else seq_len
     d, L, H, d_ff, V = c['d_model'], c['num_layers'], c['num_heads'], c['d_ff'], c['vocab_size']
-    d_k, B = d // H, batch_size
-    rows = [('attention projections', 'q_proj', T, d, d, L * B), ('attention projections', 'k_proj', T, d, d, L * B),
-            ('attention projections', 'v_proj', T, d, d, L * B), ('attention projections', 'output_proj', T, d, d, L * B),
+    d_k, B, kv = d // H, batch_size, _kv_heads(c) * d // H
+    k = 1 if c['num_experts'] is None else c['moe_top_k']  # FFNs each token goes through (no capacity drops)
+    rows = [('attention projections', 'q_proj', T, d, d, L * B), ('attention projections', 'k_proj', T, d, kv, L * B),
+            ('attention projections', 'v_proj', T, d, kv, L * B), ('attention projections', 'output_proj', T, d, d, L * B),
             ('attention scores', 'Q Kᵀ', T, d_k, T, L * B * H), ('attention scores', 'softmax(·) V', T, T, d_k, L * B * H),
-            ('ffn', 'w1', T, d, d_ff, L * B), ('ffn', 'w2', T, d_ff, d, L * B)]
-    if c['ffn'] == 'swiglu': rows.append(('ffn', 'w3', T, d, d_ff, L * B))
+            ('ffn', 'w1', T, d, d_ff, L * B * k), ('ffn', 'w2', T, d_ff, d, L * B * k)]
+    if c['ffn'] == 'swiglu': rows.append(('ffn', 'w3', T, d, d_ff, L * B * k))
+    if c['num_experts'] is not None: rows.append(('ffn', 'router', T, d, c['num_experts'], L * B))
     rows.append(('lm_head', 'lm_head', T, d, V, B))
     return [dict(component=comp, matmul=name, m=m, n=n, p=p, count=k, flops=2 * m * n * p * k) for comp, name, m, n, p, k in rows]
 
@@ -118,6 +138,8 @@ def activation_bytes(config,                     # a model config (see `model_co
                     ) -> dict:
     "Bytes of the tensors autograd saves in one forward pass (with F.cross_entropy on the logits), by component."
     c = model_config(config)
+    if c['num_experts'] is not None or _kv_heads(c) != c['num_heads']:
+        raise ValueError("activation_bytes counts the dense multi-head model only, not GQA/MQA or a mixture of experts")
     B, T = batch_size, c['context_length'] if seq_len is None else seq_len
     d, L, H, d_ff, V = c['d_model'], c['num_layers'], c['num_heads'], c['d_ff'], c['vocab_size']
     BT, f = B * T, bytes_per_float
@@ -221,10 +243,38 @@ def mfu(tokens_per_sec: float, # measured training throughput
     if peak is None: return None
     return tokens_per_sec * flops_per_token(config, True, seq_len) / peak
 
+# %% ../nbs/02_accounting.ipynb #acc0b001
+def kv_cache_bytes(config,                     # a model config (see `model_config`)
+                   batch_size: int = 1,        # sequences decoded together
+                   seq_len: int | None = None, # tokens held; default context_length
+                   bytes_per_float: int = 4,   # 4 for float32, 2 for bf16
+                  ) -> int:
+    "Bytes of the KV cache: a key and a value vector of num_kv_heads · d_k per layer, per token, per sequence."
+    c = model_config(config)
+    T = c['context_length'] if seq_len is None else seq_len
+    return 2 * c['num_layers'] * batch_size * T * _kv_heads(c) * (c['d_model'] // c['num_heads']) * bytes_per_float
+
+def decode_step(config,                     # a model config (see `model_config`)
+                batch_size: int = 1,        # sequences decoded together
+                seq_len: int | None = None, # tokens already in the cache; default context_length
+                bytes_per_float: int = 2,   # 2 for bf16 weights and cache
+               ) -> dict:
+    "One cached decoding step: FLOPs, bytes read (the weights used, the whole KV cache) and their ratio, the arithmetic intensity."
+    c = model_config(config)
+    T = c['context_length'] if seq_len is None else seq_len
+    p, a, E = param_counts(c), active_param_counts(c), c['num_experts']
+    ffn_read = p['ffn'] if E is None else c['num_layers'] * (min(E, batch_size * c['moe_top_k']) * _ffn_params(c) + c['d_model'] * E)
+    used = p['total'] - p['token_embeddings'] - p['ffn'] + ffn_read  # the embedding is a lookup; experts no token chose stay unread
+    flops = batch_size * (2 * (a['total'] - a['token_embeddings'] - a['norms'])   # each weight used: a multiply and an add
+                          + 4 * c['num_layers'] * T * c['d_model'])                # Q·K and the weighted sum over T keys, all heads
+    out = {'flops': flops, 'weight bytes': used * bytes_per_float, 'kv cache bytes': kv_cache_bytes(c, batch_size, T, bytes_per_float)}
+    return out | {'intensity': flops / (out['weight bytes'] + out['kv cache bytes'])}
+
+
 # %% ../nbs/02_accounting.ipynb #308e0cf0
 def six_n_flops_per_token(config, # a model config (see `model_config`)
                          ) -> float:
     "Kaplan et al.'s 6N training FLOPs per token, N = parameters used in matrix multiplies (lm_head included even when tied)."
     c = model_config(config)
-    p = param_counts(c)
+    p = active_param_counts(c)  # a mixture of experts: only the experts a token uses
     return 6 * (p['attention'] + p['ffn'] + c['vocab_size'] * c['d_model'])

@@ -137,21 +137,6 @@ class _Merger:
             raise self._no_token(word) from None
         return self._merge_ids(ids)
 
-    def _batch_start(self, words: list[str]):
-        "All words' byte ids in one array, each word's length, and the packed rank of each adjacent pair (none across words)."
-        data = ''.join(words).encode('utf-8')            # all words at once, not one `encode` each
-        lens = np.fromiter(map(len, words), np.int64, len(words))   # a word's bytes are its characters ...
-        if not data.isascii():                           # ... unless it isn't ASCII
-            wide = np.flatnonzero(~np.fromiter(map(str.isascii, words), bool, len(words)))
-            lens[wide] = [len(words[i].encode('utf-8')) for i in wide.tolist()]
-        ids = self._byte_id_array[np.frombuffer(data, np.uint8)]
-        if len(self._byte_ids) < 256 and (ids < 0).any():   # a byte without a token: name its word
-            raise self._no_token(words[int(np.searchsorted(np.cumsum(lens), np.argmax(ids < 0), side='right'))])
-        rk = np.empty(len(ids), np.int64)
-        rk[:-1] = self._pair_ranks(ids[:-1], ids[1:])
-        rk[np.cumsum(lens) - 1] = _NONE
-        return ids, lens, rk
-
     def _merge_round(self, ids, lens, rk, best):
         "Merge the leftmost lowest-ranked pair of every word at once (`best`: each word's lowest rank)."
         n = len(lens)
@@ -182,6 +167,21 @@ def _hand_out(out: list, ids: np.ndarray, lens: np.ndarray, which: np.ndarray):
 
 class _BatchMerger(_Merger):
     "`_bpe_batch`: many pre-tokens merged at once, one pair per word per round of numpy operations."
+    def _batch_start(self, words: list[str]):
+        "All words' byte ids in one array, each word's length, and the packed rank of each adjacent pair (none across words)."
+        data = ''.join(words).encode('utf-8')            # all words at once, not one `encode` each
+        lens = np.fromiter(map(len, words), np.int64, len(words))   # a word's bytes are its characters ...
+        if not data.isascii():                           # ... unless it isn't ASCII
+            wide = np.flatnonzero(~np.fromiter(map(str.isascii, words), bool, len(words)))
+            lens[wide] = [len(words[i].encode('utf-8')) for i in wide.tolist()]
+        ids = self._byte_id_array[np.frombuffer(data, np.uint8)]
+        if len(self._byte_ids) < 256 and (ids < 0).any():   # a byte without a token: name its word
+            raise self._no_token(words[int(np.searchsorted(np.cumsum(lens), np.argmax(ids < 0), side='right'))])
+        rk = np.empty(len(ids), np.int64)
+        rk[:-1] = self._pair_ranks(ids[:-1], ids[1:])
+        rk[np.cumsum(lens) - 1] = _NONE
+        return ids, lens, rk
+
     def _bpe_batch(self, words: list[str], # distinct pre-tokens
                    small: int = 32, # when fewer words than this are left, plain Python finishes them quicker
                   ) -> list[list[int]]:
@@ -251,9 +251,9 @@ class _PretokenEncoder(_BatchMerger):
         super().__init__(tok)
         self.special_tokens, self._special_re, self._special_ids = tok.special_tokens, tok._special_re, tok._special_ids
         self._whole = {}                                 # the cache starts with every token that is a whole pre-token
-        for b, ids in tok._whole.items():
+        for b, ids in tok._whole.items():                # (their one-id lists are shared: a cached list is never changed)
             try:
-                self._whole[b.decode('utf-8')] = list(ids)
+                self._whole[b.decode('utf-8')] = ids
             except UnicodeDecodeError:                   # (part of a character: never a pre-token)
                 pass
         self._whole.update({(s,): [i] for s, i in self._special_ids.items()})   # a special token's key is a 1-tuple

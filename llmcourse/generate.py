@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 from .checkpoint import load_model_from_run
 from .files import EOT
-from .layers import pick_device
+from .layers import fused_attention, pick_device
 
 # %% auto #0
 __all__ = ['top_k_mask', 'top_p_mask', 'check_sampling_args', 'next_token_probs', 'sample_next', 'KVCache', 'forward_cached',
-           'generate', 'stream_generate', 'stream_text', 'main']
+           'speculative_blocks', 'generate', 'stream_generate', 'stream_text', 'main']
 
 # %% ../nbs/05_decoding.ipynb #30a0003f
 _TOP_P_EPS = 1e-6  # a set "reaches" p when its mass is within float32 rounding of p
@@ -87,13 +87,13 @@ def sample_next(logits: torch.Tensor, # (B, vocab_size) next-token scores
 
 # %% ../nbs/05_decoding.ipynb #e41c7df1
 class KVCache:
-    "Keys and values of every layer, preallocated as (B, num_heads, context_length, d_k) and written in place."
+    "Keys and values of every layer, preallocated as (B, num_kv_heads, context_length, d_k) and written in place."
     def __init__(self, model: nn.Module, # a TransformerLM
                  batch_size: int, # rows decoded together
                  pad: torch.Tensor | None = None, # (B,) left-padding columns per row; None for none
                 ):
         attn, p = model.layers[0].attn, next(model.parameters())
-        shape = (batch_size, attn.num_heads, model.context_length, attn.d_k)
+        shape = (batch_size, attn.num_kv_heads, model.context_length, attn.d_k)  # GQA/MQA models keep fewer heads
         self.k = [torch.zeros(shape, device=p.device, dtype=p.dtype) for _ in model.layers]
         self.v = [torch.zeros(shape, device=p.device, dtype=p.dtype) for _ in model.layers]
         self.pad = torch.zeros(batch_size, dtype=torch.long, device=p.device) if pad is None else pad.to(p.device)
@@ -102,19 +102,20 @@ class KVCache:
 
 def _cached_attention(attn: nn.Module, # the block's MultiHeadSelfAttention
                       x: torch.Tensor, # (B, T, d_model) input of the new tokens
-                      k_cache: torch.Tensor, v_cache: torch.Tensor, # (B, num_heads, context_length, d_k), this layer's
+                      k_cache: torch.Tensor, v_cache: torch.Tensor, # (B, num_kv_heads, context_length, d_k), this layer's
                       start: int, # cache column of the first new token
                       positions: torch.Tensor, # (T,) or (B, 1, T) absolute positions for RoPE
                       mask: torch.Tensor | None, # (B or 1, 1, T, start+T) bool, True = may attend; None = causal
                      ) -> torch.Tensor: # (B, T, d_model)
     B, T, _ = x.shape
-    H, d_k = attn.num_heads, attn.d_k
-    q, k, v = (proj(x).view(B, T, H, d_k).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))  # (B, H, T, d_k)
+    H, H_kv, d_k = attn.num_heads, attn.num_kv_heads, attn.d_k
+    q = attn.q_proj(x).view(B, T, H, d_k).transpose(1, 2)                                         # (B, H, T, d_k)
+    k, v = (proj(x).view(B, T, H_kv, d_k).transpose(1, 2) for proj in (attn.k_proj, attn.v_proj))  # (B, H_kv, T, d_k)
     if attn.rope is not None: q, k = attn.rope(q, positions), attn.rope(k, positions)
     k_cache[:, :, start:start + T] = k
     v_cache[:, :, start:start + T] = v
-    keys, values = k_cache[:, :, :start + T], v_cache[:, :, :start + T]  # (B, H, S, d_k), S = start + T
-    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=mask is None and T > 1)  # (B, H, T, d_k)
+    keys, values = k_cache[:, :, :start + T], v_cache[:, :, :start + T]  # (B, H_kv, S, d_k), S = start + T
+    out = fused_attention(q, keys, values, mask, is_causal=mask is None and T > 1)  # (B, H, T, d_k)
     return attn.output_proj(out.transpose(1, 2).reshape(B, T, H * d_k))
 
 def forward_cached(model: nn.Module, # a TransformerLM
@@ -213,6 +214,63 @@ def _decode_steps(model: nn.Module, # a TransformerLM
         W += 1
         yield nxt
 
+# %% ../nbs/05_decoding.ipynb #c5ec0001
+def _check_draft(model: nn.Module, draft_model: nn.Module, draft_tokens: int, use_cache: bool, rows: list[list[int]],
+                 max_new_tokens: int):
+    "Validate speculative decoding's arguments: same vocabulary, k >= 1, the cache on, and the text within both windows."
+    if draft_model.vocab_size != model.vocab_size:
+        raise ValueError(f"the draft model's vocab_size {draft_model.vocab_size} differs from the model's {model.vocab_size}")
+    if isinstance(draft_tokens, bool) or not isinstance(draft_tokens, numbers.Integral) or draft_tokens < 1:
+        raise ValueError(f"draft_tokens must be an integer >= 1, got {draft_tokens!r}")
+    if not use_cache: raise ValueError("speculative decoding runs on the KV cache: draft_model needs use_cache=True")
+    room = min(model.context_length, draft_model.context_length)
+    longest = max(len(r) for r in rows) + max_new_tokens - 1  # the last new token is never fed back
+    if longest > room:
+        raise ValueError(f"speculative decoding keeps the whole text in the window: prompt + max_new_tokens - 1 = {longest} "
+                         f"exceeds the context_length {room}")
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> int:  # one id from a (vocab_size,) distribution
+    if generator is not None: probs = probs.to(generator.device)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+@torch.no_grad()
+def speculative_blocks(model: nn.Module,                  # the target TransformerLM, whose distribution the output follows
+                       draft_model: nn.Module,            # a cheaper TransformerLM with the same vocabulary
+                       prompt: list[int],                 # one prompt, already checked
+                       max_new_tokens: int,               # tokens to produce in all
+                       draft_tokens: int = 4,             # k: tokens the draft proposes per target pass
+                       temperature: float = 1.0,          # 0 is greedy: then the output is the target's greedy text
+                       top_k: int | None = None,          # shape both models' distributions as `next_token_probs` does
+                       top_p: float | None = None,        # nucleus mass, for both models
+                       generator: torch.Generator | None = None, # randomness for drafts, acceptance and corrections
+                      ) -> Iterator[tuple[list[int], int]]: # per target pass: (accepted drafts + one target token, drafts proposed)
+    "Speculative decoding (Leviathan et al. 2023, Chen et al. 2023): the draft proposes, the target checks all in one pass."
+    dev, V = next(model.parameters()).device, model.vocab_size
+    probs = lambda logits: next_token_probs(logits[..., :V], temperature, top_k, top_p)  # (..., V)
+    seq, cache, draft_cache, produced = list(prompt), KVCache(model, 1), KVCache(draft_model, 1), 0
+    feed = lambda m, c, ids, last: forward_cached(m, torch.tensor([ids[c.length:]], device=dev), c, last_only=last)[0]
+    while produced < max_new_tokens:
+        k = min(draft_tokens, max_new_tokens - produced - 1)  # the target adds one token of its own to every pass
+        drafts, q = [], []
+        for _ in range(k):  # the draft proposes k tokens, one at a time, from its own distribution q
+            q.append(probs(feed(draft_model, draft_cache, seq + drafts, True)[-1]))
+            drafts.append(_draw(q[-1], generator) if temperature > 0 else int(q[-1].argmax()))
+        p = probs(feed(model, cache, seq + drafts, False)[-(k + 1):])  # (k + 1, V): the target after each prefix, one pass
+        n = 0  # accept draft n with probability min(1, p/q); greedy: when it is the target's argmax
+        while n < k and (bool(p[n].argmax() == drafts[n]) if temperature == 0 else
+                         float(torch.rand((), generator=generator, device=generator.device if generator else 'cpu'))
+                         < float(p[n, drafts[n]] / q[n][drafts[n]])):
+            n += 1
+        if n == k: last = p[n]  # every draft accepted: the target's next token comes free
+        else:  # the first rejection: draw from the leftover mass max(0, p - q), which restores p exactly
+            left = (p[n] - q[n]).clamp(min=0)
+            last = left / left.sum() if left.sum() > 0 else p[n]
+        block = drafts[:n] + [_draw(last, generator) if temperature > 0 else int(last.argmax())]
+        seq += block; produced += len(block)
+        for c in (cache, draft_cache): c.length = min(c.length, len(seq) - 1)  # forget the rejected drafts' keys and values
+        yield block, k
+
+
 # %% ../nbs/05_decoding.ipynb #57931243
 @torch.no_grad()
 def generate(model: nn.Module, # a TransformerLM
@@ -226,13 +284,20 @@ def generate(model: nn.Module, # a TransformerLM
              generator: torch.Generator | None = None, # randomness for sampling
              seed: int | None = None, # or a seed for a fresh generator, for reproducible sampling
              use_cache: bool = True, # KV cache (True) or recompute the whole window at every step
+             draft_model: nn.Module | None = None, # speculative decoding with this smaller model as the draft
+             draft_tokens: int = 4, # tokens the draft proposes per pass of the model, with draft_model
             ) -> list[int] | list[list[int]]: # the new tokens only, without the prompt; a list per row for a batch
     "Continue one prompt, or a batch of prompts of different lengths; each row stops at its own `eos_id`."
     generator = _check_decode_args(model, max_new_tokens, temperature, top_k, top_p, generator, seed)
     rows, single = _as_rows(prompt_ids, model.vocab_size)
     out, done = [[] for _ in rows], [False] * len(rows)
     sample = lambda logits: sample_next(logits, temperature, top_k, top_p, generator)
-    if max_new_tokens > 0:
+    if draft_model is not None:  # speculative decoding takes one row at a time
+        _check_draft(model, draft_model, draft_tokens, use_cache, rows, max_new_tokens)
+        for row, new in zip(rows, out):
+            new.extend(_until(eos_id, _speculative_tokens(model, draft_model, row, max_new_tokens, draft_tokens, temperature,
+                                                          top_k, top_p, generator)))
+    elif max_new_tokens > 0:
         for nxt in _decode_steps(model, rows, max_new_tokens, sample, use_cache):
             for b, t in enumerate(nxt.tolist()):
                 if not done[b]: out[b].append(t); done[b] = t == eos_id
@@ -250,20 +315,29 @@ def stream_generate(model: nn.Module, # a TransformerLM
                     generator: torch.Generator | None = None, # randomness for sampling
                     seed: int | None = None, # or a seed for a fresh generator
                     use_cache: bool = True, # KV cache, or recompute the window at every step
+                    draft_model: nn.Module | None = None, # speculative decoding with this smaller model as the draft
+                    draft_tokens: int = 4, # tokens the draft proposes per pass of the model, with draft_model
                    ) -> Iterator[int]: # the new token ids, one at a time, as `generate` would return them
     "`generate` for one prompt, yielding each token as soon as it is sampled; arguments are checked at the call."
     generator = _check_decode_args(model, max_new_tokens, temperature, top_k, top_p, generator, seed)
     rows, single = _as_rows(prompt_ids, model.vocab_size)
     if not single: raise ValueError("stream_generate takes one prompt; use generate for a batch")
     sample = lambda logits: sample_next(logits, temperature, top_k, top_p, generator)
-    return _stream(model, rows, max_new_tokens, sample, use_cache, eos_id)
+    if draft_model is None: tokens = (int(nxt[0]) for nxt in _decode_steps(model, rows, max_new_tokens, sample, use_cache))
+    else:
+        _check_draft(model, draft_model, draft_tokens, use_cache, rows, max_new_tokens)
+        tokens = _speculative_tokens(model, draft_model, rows[0], max_new_tokens, draft_tokens, temperature, top_k, top_p, generator)
+    return _until(eos_id, tokens)
+
+def _speculative_tokens(model, draft_model, row, max_new_tokens, *args) -> Iterator[int]:  # speculative_blocks, one token at a time
+    return (t for block, _ in speculative_blocks(model, draft_model, row, max_new_tokens, *args) for t in block)
 
 @torch.no_grad()  # on a generator function torch enters no_grad around each step only, leaving the caller's mode alone
-def _stream(model, rows, max_new_tokens, sample, use_cache, eos_id):
-    if max_new_tokens == 0: return
-    for nxt in _decode_steps(model, rows, max_new_tokens, sample, use_cache):
-        yield (t := int(nxt[0]))
+def _until(eos_id: int | None, tokens: Iterator[int]) -> Iterator[int]:  # the tokens up to and including the first eos_id
+    for t in tokens:
+        yield t
         if t == eos_id: return
+
 
 # %% ../nbs/05_decoding.ipynb #3fb1b87d
 def _eot_id(tokenizer) -> int | None:

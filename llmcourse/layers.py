@@ -13,8 +13,9 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['SIZE_FIELDS', 'Linear', 'Embedding', 'RMSNorm', 'silu', 'swiglu_d_ff', 'SwiGLU', 'SiLUFFN',
-           'RotaryPositionalEmbedding', 'softmax', 'scaled_dot_product_attention', 'MultiHeadSelfAttention',
-           'TransformerBlock', 'ModelConfig', 'TransformerLM', 'pick_device']
+           'RotaryPositionalEmbedding', 'softmax', 'scaled_dot_product_attention', 'repeat_kv', 'fused_attention',
+           'MultiHeadSelfAttention', 'MoEFeedForward', 'TransformerBlock', 'ModelConfig', 'TransformerLM',
+           'moe_aux_loss', 'pick_device']
 
 # %% ../nbs/01_layers.ipynb #f0bf972f
 def _check_choice(name: str, value, choices: tuple):
@@ -23,6 +24,10 @@ def _check_choice(name: str, value, choices: tuple):
 def _check_positive_int(name: str, value):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, not {value!r}")
+
+def _check_kv_heads(num_kv_heads, num_heads: int):
+    _check_positive_int('num_kv_heads', num_kv_heads)
+    if num_heads % num_kv_heads: raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
 
 # %% ../nbs/01_layers.ipynb #c906b43e
 class Linear(nn.Module):
@@ -219,15 +224,36 @@ def scaled_dot_product_attention(Q: torch.Tensor,                 # (..., querie
     return probs.masked_fill(blocked, 0.0) @ V                                 # (..., queries, d_v)
 
 # %% ../nbs/01_layers.ipynb #06e51456
+_SDPA_GQA = 'enable_gqa' in (F.scaled_dot_product_attention.__doc__ or '')  # torch >= 2.5 shares key/value heads itself
+
+def repeat_kv(kv: torch.Tensor, # (..., num_kv_heads, seq, d_k) keys or values
+              groups: int,      # query heads per key/value head
+             ) -> torch.Tensor:
+    "Each key/value head repeated for the `groups` query heads that share it: query head h reads key/value head h // groups."
+    return kv if groups == 1 else kv.repeat_interleave(groups, dim=-3)  # (..., num_kv_heads * groups, seq, d_k)
+
+def fused_attention(q: torch.Tensor,                    # (B, num_heads, queries, d_k)
+                    k: torch.Tensor,                    # (B, num_kv_heads, keys, d_k); num_kv_heads divides num_heads
+                    v: torch.Tensor,                    # (B, num_kv_heads, keys, d_k)
+                    mask: torch.Tensor | None = None,   # broadcastable to (B, num_heads, queries, keys), True = may attend
+                    is_causal: bool = False,            # the causal mask, when `mask` is None
+                   ) -> torch.Tensor:
+    "torch's fused scaled dot-product attention, with fewer key/value heads than query heads allowed (GQA, MQA)."
+    groups = q.shape[-3] // k.shape[-3]
+    if groups > 1 and _SDPA_GQA and q.ndim == 4:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+    return F.scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups), attn_mask=mask, is_causal=is_causal)
+
 class MultiHeadSelfAttention(nn.Module):
-    "Causal multi-head self-attention with optional RoPE; projections `q_proj`, `k_proj`, `v_proj`, `output_proj`."
+    "Causal multi-head self-attention with optional RoPE and grouped key/value heads; `q_proj`, `k_proj`, `v_proj`, `output_proj`."
     def __init__(self,
                  d_model: int,                   # model width
-                 num_heads: int,                 # number of heads; must divide d_model
+                 num_heads: int,                 # number of (query) heads; must divide d_model
                  max_seq_len: int | None = None, # longest sequence, needed for RoPE's tables
                  theta: float | None = None,     # RoPE base Θ; None means no positional rotation (NoPE)
                  *,
                  attention: str = 'fused',       # 'fused': F.scaled_dot_product_attention; 'scratch': this module's code
+                 num_kv_heads: int | None = None, # key/value heads, dividing num_heads: None = num_heads (MHA), 1 = MQA
                  device: torch.device | str | None = None, # where the weights live
                  dtype: torch.dtype | None = None, # the weights' dtype
                 ):
@@ -235,17 +261,20 @@ class MultiHeadSelfAttention(nn.Module):
         _check_positive_int('d_model', d_model); _check_positive_int('num_heads', num_heads)
         if d_model % num_heads: raise ValueError(f"num_heads={num_heads} must divide d_model={d_model}")
         _check_choice('attention', attention, ('fused', 'scratch'))
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        _check_kv_heads(num_kv_heads, num_heads)
         self.d_model, self.num_heads, self.d_k, self.attention = d_model, num_heads, d_model // num_heads, attention
+        self.num_kv_heads = num_kv_heads
         self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.k_proj = Linear(d_model, num_kv_heads * self.d_k, device=device, dtype=dtype)  # (num_kv_heads · d_k, d_model)
+        self.v_proj = Linear(d_model, num_kv_heads * self.d_k, device=device, dtype=dtype)
         self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         if theta is not None and max_seq_len is None: raise ValueError("max_seq_len is required when theta (RoPE) is given")
         self.rope = (RotaryPositionalEmbedding(theta, self.d_k, max_seq_len, device=device, dtype=dtype)
                      if theta is not None else None)
 
-    def _heads(self, t):  # (..., seq, d_model) -> (..., num_heads, seq, d_k)
-        return t.unflatten(-1, (self.num_heads, self.d_k)).transpose(-3, -2)
+    def _heads(self, t, n):  # (..., seq, n · d_k) -> (..., n, seq, d_k)
+        return t.unflatten(-1, (n, self.d_k)).transpose(-3, -2)
 
     def forward(self,
                 x: torch.Tensor,                              # (..., seq, d_model)
@@ -253,21 +282,77 @@ class MultiHeadSelfAttention(nn.Module):
                ) -> torch.Tensor:
         "Causal self-attention over the sequence dimension."
         seq = x.shape[-2]
-        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))  # (..., H, seq, d_k)
+        q = self._heads(self.q_proj(x), self.num_heads)                                # (..., H, seq, d_k)
+        k, v = self._heads(self.k_proj(x), self.num_kv_heads), self._heads(self.v_proj(x), self.num_kv_heads)  # (..., H_kv, seq, d_k)
         if self.rope is not None: q, k = self.rope(q, token_positions), self.rope(k, token_positions)
-        if self.attention == 'fused': y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.attention == 'fused': y = fused_attention(q, k, v, is_causal=True)
         else:
             causal = torch.ones(seq, seq, dtype=torch.bool, device=x.device).tril()  # (seq, seq), True = may attend
-            y = scaled_dot_product_attention(q, k, v, causal)
+            groups = self.num_heads // self.num_kv_heads
+            y = scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups), causal)
         return self.output_proj(y.transpose(-3, -2).flatten(-2))                    # (..., seq, d_model)
 
-# %% ../nbs/01_layers.ipynb #9a77928d
+
+# %% ../nbs/01_layers.ipynb #b7e0a001
 def _make_norm(norm: str, d_model: int, device, dtype) -> nn.Module:
     return RMSNorm(d_model, device=device, dtype=dtype) if norm == 'rms' else nn.Identity()
 
 def _make_ffn(ffn: str, d_model: int, d_ff: int, device, dtype) -> nn.Module:
     return (SwiGLU if ffn == 'swiglu' else SiLUFFN)(d_model, d_ff, device=device, dtype=dtype)
 
+class MoEFeedForward(nn.Module):
+    "Mixture of experts: a router sends each token to its top-k of `num_experts` feed-forward networks (Switch, GShard)."
+    def __init__(self,
+                 d_model: int,                          # input and output size
+                 d_ff: int,                             # each expert's hidden size
+                 num_experts: int,                      # E experts
+                 top_k: int = 1,                        # experts per token: 1 (Switch) or 2 (GShard, Mixtral)
+                 capacity_factor: float | None = None,  # each expert takes at most ⌈factor · k · tokens / E⌉; None = no limit
+                 *,
+                 ffn: str = 'swiglu',                   # each expert's kind: 'swiglu' | 'silu'
+                 device: torch.device | str | None = None, # where the weights live
+                 dtype: torch.dtype | None = None,      # the weights' dtype
+                ):
+        super().__init__()
+        _check_positive_int('num_experts', num_experts); _check_choice('top_k', top_k, (1, 2))
+        if top_k > num_experts: raise ValueError(f"top_k={top_k} needs at least as many experts, not num_experts={num_experts}")
+        if capacity_factor is not None and not (isinstance(capacity_factor, (int, float)) and capacity_factor > 0):
+            raise ValueError(f"capacity_factor must be a positive number or None, not {capacity_factor!r}")
+        self.num_experts, self.top_k, self.capacity_factor = num_experts, top_k, capacity_factor
+        self.router = Linear(d_model, num_experts, device=device, dtype=dtype)  # (E, d_model)
+        self.experts = nn.ModuleList([_make_ffn(ffn, d_model, d_ff, device, dtype) for _ in range(num_experts)])
+        self.stats: dict[str, torch.Tensor] = {}  # the last forward pass's losses and loads (see `moe_aux_loss`)
+
+    def _within_capacity(self, expert):  # (N, k) expert ids -> (N, k) bool: the assignments their experts have room for
+        if self.capacity_factor is None: return torch.ones_like(expert, dtype=torch.bool)
+        N = expert.shape[0]
+        capacity = math.ceil(self.capacity_factor * self.top_k * N / self.num_experts)
+        # queue order: every token's first choice, then every second choice (GShard), each in token order (Switch)
+        onehot = F.one_hot(expert.T.reshape(-1), self.num_experts)   # (k · N, E)
+        place = ((onehot.cumsum(0) - 1) * onehot).sum(-1)             # (k · N,) each assignment's place in its expert's queue
+        return (place < capacity).reshape(self.top_k, N).T
+
+    def forward(self, x: torch.Tensor, # (..., d_model)
+               ) -> torch.Tensor:
+        "Σ over each token's kept experts of gate · expert(token); a token an expert has no room for gets 0 from it."
+        tokens = x.reshape(-1, x.shape[-1])                            # (N, d_model)
+        logits = self.router(tokens).float()                           # (N, E), float32 for the softmax and the losses
+        probs = logits.softmax(-1)
+        gate, expert = probs.topk(self.top_k, dim=-1)                  # (N, k) each, the best expert first
+        if self.top_k > 1: gate = gate / gate.sum(-1, keepdim=True)     # the k gates sum to 1; top-1 keeps p (Switch)
+        keep = self._within_capacity(expert)                           # (N, k)
+        out = torch.zeros_like(tokens)
+        for e, ffn in enumerate(self.experts):
+            rows, slot = torch.nonzero((expert == e) & keep, as_tuple=True)  # the tokens expert e serves, and as which choice
+            if rows.numel(): out.index_add_(0, rows, ffn(tokens[rows]) * gate[rows, slot, None].to(x.dtype))
+        load = torch.bincount(expert.flatten(), minlength=self.num_experts).float() / expert.numel()  # (E,) f_i, before drops
+        self.stats = dict(balance_loss=self.num_experts * (load * probs.mean(0)).sum(),  # Switch eq. 4: 1 when balanced
+                          z_loss=torch.logsumexp(logits, -1).pow(2).mean(),             # ST-MoE: keeps router logits small
+                          dropped=(~keep).float().mean().detach(), load=load)
+        return out.reshape(x.shape)
+
+
+# %% ../nbs/01_layers.ipynb #9a77928d
 class TransformerBlock(nn.Module):
     "A Transformer block: causal self-attention then a feed-forward network, each in a residual connection (pre-norm by default)."
     def __init__(self,
@@ -282,6 +367,10 @@ class TransformerBlock(nn.Module):
                  position: str = 'rope',    # 'rope' | 'nope'
                  ffn: str = 'swiglu',       # 'swiglu' | 'silu'
                  attention: str = 'fused',  # 'fused' | 'scratch'
+                 num_kv_heads: int | None = None,      # key/value heads (GQA); None = num_heads
+                 num_experts: int | None = None,       # a mixture of this many FFN experts; None = one dense FFN
+                 moe_top_k: int = 1,                   # experts per token, with num_experts
+                 capacity_factor: float | None = None, # expert capacity, with num_experts; None = no limit
                  device: torch.device | str | None = None, # where the weights live
                  dtype: torch.dtype | None = None, # the weights' dtype
                 ):
@@ -294,9 +383,10 @@ class TransformerBlock(nn.Module):
         self.norm_position = norm_position
         self.ln1 = _make_norm(norm, d_model, device, dtype)
         self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta if position == 'rope' else None,
-                                           attention=attention, device=device, dtype=dtype)
+                                           attention=attention, num_kv_heads=num_kv_heads, device=device, dtype=dtype)
         self.ln2 = _make_norm(norm, d_model, device, dtype)
-        self.ffn = _make_ffn(ffn, d_model, d_ff, device, dtype)
+        self.ffn = (_make_ffn(ffn, d_model, d_ff, device, dtype) if num_experts is None else
+                    MoEFeedForward(d_model, d_ff, num_experts, moe_top_k, capacity_factor, ffn=ffn, device=device, dtype=dtype))
 
     def forward(self,
                 x: torch.Tensor,                              # (..., seq, d_model)
@@ -326,6 +416,10 @@ class ModelConfig:
     ffn: Literal['swiglu', 'silu'] = 'swiglu'          # gated SwiGLU or a plain SiLU MLP
     tie_embeddings: bool = False     # share token_embeddings.weight with lm_head.weight
     attention: Literal['fused', 'scratch'] = 'fused'   # torch's fused scaled_dot_product_attention or the from-scratch one
+    num_kv_heads: int | None = None  # key/value heads, dividing num_heads: None = num_heads (MHA), 1 = MQA (notebook 10)
+    num_experts: int | None = None   # a mixture of this many FFN experts per block; None = one dense FFN (notebook 10)
+    moe_top_k: Literal[1, 2] = 1     # experts per token (Switch: 1, GShard/Mixtral: 2), with num_experts
+    capacity_factor: float | None = None  # tokens an expert takes, as a multiple of its fair share; None = no limit
 
     def __post_init__(self): _check_model_config(self)
 
@@ -342,11 +436,16 @@ class ModelConfig:
                 if typing.get_origin(hints[f.name]) is Literal or hints[f.name] is bool}
 
     @classmethod
+    def optional_fields(cls) -> tuple[str, ...]:
+        "The fields that may be None, meaning off (today's model): the extensions of notebook 10."
+        hints = typing.get_type_hints(cls)
+        return tuple(f.name for f in fields(cls) if type(None) in typing.get_args(hints[f.name]))
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any], # a run's config or any dict holding the model fields; other keys are ignored
                  ) -> ModelConfig:
-        "The model part of a bigger config; the size fields are required, the switches default."
-        required = [f.name for f in fields(cls) if f.name not in cls.switches()]
-        missing = [k for k in required if k not in d]
+        "The model part of a bigger config; the size fields are required, the switches and optional fields default."
+        missing = [k for k in SIZE_FIELDS if k not in d]
         if missing: raise ValueError(f"the config lacks the model fields {missing}")
         return cls(**{k: d[k] for k in cls.field_names() if k in d})
 
@@ -356,7 +455,8 @@ class ModelConfig:
         "A freshly initialised `TransformerLM` of this shape."
         return TransformerLM(**asdict(self), device=device, dtype=dtype)
 
-SIZE_FIELDS = tuple(k for k in ModelConfig.field_names() if k not in ModelConfig.switches())  # the fields that size the model
+SIZE_FIELDS = tuple(k for k in ModelConfig.field_names()   # the fields that size the model, required in a config
+                    if k not in ModelConfig.switches() and k not in ModelConfig.optional_fields())
 
 def _check_model_config(cfg: ModelConfig):
     for name in SIZE_FIELDS[:6]: _check_positive_int(name, getattr(cfg, name))
@@ -364,9 +464,19 @@ def _check_model_config(cfg: ModelConfig):
     for name, choices in ModelConfig.switches().items():
         value = getattr(cfg, name)
         if choices == (False, True) and not isinstance(value, bool): raise ValueError(f"{name} must be a bool, not {value!r}")
+        if choices != (False, True) and isinstance(value, bool): raise ValueError(f"{name} must be one of {choices}, not {value!r}")
         _check_choice(name, value, choices)
     if cfg.position == 'rope' and (isinstance(cfg.rope_theta, bool) or not isinstance(cfg.rope_theta, (int, float)) or cfg.rope_theta <= 0):
         raise ValueError(f"rope_theta must be a positive number with position='rope', not {cfg.rope_theta!r}")
+    if cfg.num_kv_heads is not None: _check_kv_heads(cfg.num_kv_heads, cfg.num_heads)
+    if cfg.num_experts is not None:
+        _check_positive_int('num_experts', cfg.num_experts)
+        if cfg.moe_top_k > cfg.num_experts: raise ValueError(f"moe_top_k={cfg.moe_top_k} needs num_experts >= {cfg.moe_top_k}")
+    elif cfg.capacity_factor is not None: raise ValueError("capacity_factor applies only with num_experts (a mixture of experts)")
+    cf = cfg.capacity_factor
+    if cf is not None and (isinstance(cf, bool) or not isinstance(cf, (int, float)) or cf <= 0):
+        raise ValueError(f"capacity_factor must be a positive number or None, not {cf!r}")
+
 
 # %% ../nbs/01_layers.ipynb #7412a3dd
 class TransformerLM(nn.Module):
@@ -386,16 +496,22 @@ class TransformerLM(nn.Module):
                  ffn: str = 'swiglu',          # 'swiglu' | 'silu'
                  tie_embeddings: bool = False, # share token_embeddings.weight with lm_head.weight
                  attention: str = 'fused',     # 'fused' | 'scratch'
+                 num_kv_heads: int | None = None,      # key/value heads (GQA, MQA); None = num_heads
+                 num_experts: int | None = None,       # mixture-of-experts FFNs; None = dense
+                 moe_top_k: int = 1,                   # experts per token, with num_experts
+                 capacity_factor: float | None = None, # expert capacity, with num_experts; None = no limit
                  device: torch.device | str | None = None, # where the weights live
                  dtype: torch.dtype | None = None, # the weights' dtype
                 ):
         super().__init__()
         cfg = ModelConfig(vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta, norm=norm,
                           norm_position=norm_position, position=position, ffn=ffn, tie_embeddings=tie_embeddings,
-                          attention=attention)  # checks every field
+                          attention=attention, num_kv_heads=num_kv_heads, num_experts=num_experts, moe_top_k=moe_top_k,
+                          capacity_factor=capacity_factor)  # checks every field
         self.config = asdict(cfg)  # a plain dict: checkpoints and the accounting rebuild the model from it
         self.vocab_size, self.context_length = vocab_size, context_length
         kw = dict(norm=norm, norm_position=norm_position, position=position, ffn=ffn, attention=attention,
+                  num_kv_heads=num_kv_heads, num_experts=num_experts, moe_top_k=moe_top_k, capacity_factor=capacity_factor,
                   device=device, dtype=dtype)
         self.token_embeddings = Embedding(vocab_size, d_model, device=device, dtype=dtype)
         self.layers = nn.ModuleList([TransformerBlock(d_model, num_heads, d_ff, context_length, rope_theta, **kw)
@@ -416,6 +532,18 @@ class TransformerLM(nn.Module):
         x = self.token_embeddings(token_ids)  # (..., seq, d_model)
         for layer in self.layers: x = layer(x)
         return self.lm_head(self.ln_final(x))  # (..., seq, vocab_size)
+
+def moe_aux_loss(model: nn.Module,          # a TransformerLM, after a forward pass
+                 balance_coef: float = 0.01, # weight of the Switch load-balancing loss (Fedus et al. 2021 use 0.01)
+                 z_coef: float = 0.0,        # weight of the router z-loss (Zoph et al. 2022 use 0.001)
+                ) -> torch.Tensor:
+    "The auxiliary loss to add to the LM loss: the MoE layers' balance and z-losses of the last forward pass, summed (0 if none)."
+    total = torch.zeros(())
+    for m in model.modules():
+        if isinstance(m, MoEFeedForward) and m.stats:
+            total = total.to(m.stats['z_loss'].device) + balance_coef * m.stats['balance_loss'] + z_coef * m.stats['z_loss']
+    return total
+
 
 # %% ../nbs/01_layers.ipynb #a1c0f1e5
 def pick_device(name: str | None = 'auto', # 'auto' (or None), 'cpu', 'cuda', 'cuda:1', 'mps'

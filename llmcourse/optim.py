@@ -196,10 +196,11 @@ def lr_cosine_schedule(it: int, # iteration t, from 0
     return min_learning_rate + 0.5 * (1 + math.cos(math.pi * progress)) * (max_learning_rate - min_learning_rate)
 
 # %% ../nbs/03_optimizer.ipynb #5a4afa9e
-def _norms_float32(tensors):
-    "Each tensor's L2 norm, accumulated and returned in float32, in a few multi-tensor kernels."
-    try: return torch._foreach_norm(tensors, 2, dtype=torch.float32)
-    except TypeError: return [torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors]  # torch < 2.4: no dtype
+def _norms(tensors):
+    "Each tensor's L2 norm, accumulated in float32 or wider (float64 gradients keep float64), in a few multi-tensor kernels."
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32  # never narrower than the input
+    try: return torch._foreach_norm(tensors, 2, dtype=dtype)
+    except TypeError: return [torch.linalg.vector_norm(t, dtype=dtype) for t in tensors]  # torch < 2.4: no dtype
 
 def gradient_clipping(parameters: Iterable[Tensor] | Tensor, # parameters whose .grad to clip; those without one are skipped
                       max_l2_norm: float, # M: the largest global L2 norm allowed
@@ -213,7 +214,7 @@ def gradient_clipping(parameters: Iterable[Tensor] | Tensor, # parameters whose 
     by_device = defaultdict(list)
     for g in grads: by_device[g.device].append(g)
     device = grads[0].device
-    norms = [n.to(device) for gs in by_device.values() for n in _norms_float32(gs)]
+    norms = [n.to(device) for gs in by_device.values() for n in _norms(gs)]
     total = torch.linalg.vector_norm(torch.stack(norms))                     # ()
     scale = torch.where(total > max_l2_norm, max_l2_norm / (total + eps), 1.0)
     for dev, gs in by_device.items(): torch._foreach_mul_(gs, scale.to(dev))

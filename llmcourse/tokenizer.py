@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 import regex
 from tqdm.auto import tqdm
-from .files import EOT, atomic_write, find_chunk_boundaries, read_text
+from .files import atomic_write, find_chunk_boundaries, read_text
 
 # %% auto #0
 __all__ = ['GPT2_PAT', 'pretokenize', 'train_bpe', 'bytes_to_unicode', 'bpe_merge', 'Tokenizer']
@@ -453,7 +453,7 @@ class _GPT2Files:
                    vocab_filepath: str | os.PathLike, # vocab.json: token string -> id (GPT-2 format, ours too; .gz read too)
                    merges_filepath: str | os.PathLike, # merges.txt: one 'left right' pair a line (.gz read too)
                    special_tokens: list[str] | None = None, # None: read special_tokens.json beside the vocab, if any
-                  ):
+                  ) -> 'Tokenizer':
         "Load a tokenizer saved by `save` or GPT-2's vocab.json / merges.txt."
         vocab_path, merges_path = Path(vocab_filepath), Path(merges_filepath)
         for p in (vocab_path, merges_path):
@@ -469,7 +469,7 @@ class _GPT2Files:
 
     @classmethod
     def from_dir(cls, directory: str | os.PathLike, # a folder written by `Tokenizer.save`
-                ):
+                ) -> 'Tokenizer':
         "Load a tokenizer saved by `save`, special tokens included."
         d = Path(directory)
         if not d.is_dir():
@@ -658,6 +658,7 @@ class Tokenizer(_ReadableEncoding, _Streaming, _GPT2Files):
 
     @property
     def vocab_size(self) -> int:
+        "Number of token ids, special tokens included."
         return len(self.vocab)
 
     def __repr__(self):

@@ -271,6 +271,8 @@ def test_sidebar_follows_the_notebooks(tmp_path):
                                         '05_decoding.ipynb', '08_numpy.ipynb']}   # no Experiments section without pages
     (tmp_path/'06_ablations.ipynb').write_text('{}')
     assert _sections(ld.sidebar(tmp_path)) == {**_sections(sb), 'Experiments': ['06_ablations.ipynb']}
+    (tmp_path/'10_beyond.ipynb').write_text('{}')
+    assert list(_sections(ld.sidebar(tmp_path))) == ['Course', 'Experiments', 'Beyond assignment 1']
 
 def test_sidebar_reaches_every_notebook():
     import yaml

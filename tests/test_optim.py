@@ -399,3 +399,13 @@ def test_early_stopping():
     assert es2.step(3.0) and es2.num_bad_epochs == 2
     with pytest.raises(ValueError, match='patience=0'): EarlyStopping(patience=0)
     with pytest.raises(ValueError, match='min_delta=-1'): EarlyStopping(min_delta=-1)
+
+def test_gradient_clipping_of_float64_gradients_matches_torch():
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(5, 3, dtype=torch.float64)) for _ in range(3)]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    for a, b in zip(ours, ref): a.grad = torch.randn_like(a) * 10; b.grad = a.grad.clone()
+    gradient_clipping(ours, 1.0)
+    torch.nn.utils.clip_grad_norm_(ref, 1.0)   # coef = max_norm / (total + 1e-6), as ours
+    for a, b in zip(ours, ref): torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=0)
+    assert ours[0].grad.dtype == torch.float64
