@@ -164,6 +164,14 @@ def test_resume_after_kill_9_equals_uninterrupted(tmp_path, cache):
     assert len(losses(tmp_path / 'killed')) == 12
 
 
+def test_keep_every_need_not_be_a_multiple_of_checkpoint_every(tmp_path, cache):
+    "It used to keep nothing: a copy was made only at steps that were multiples of both."
+    s = train(config(['--max_steps', '20', '--eval_every', '10', '--checkpoint_every', '5', '--keep_every', '7'], tmp_path, cache), log=quiet)
+    d = Path(s['run_dir'])
+    assert sorted(p.name for p in d.glob('ckpt_*.pt')) == ['ckpt_000007.pt', 'ckpt_000014.pt', 'ckpt_last.pt']
+    assert [read_checkpoint(d / f'ckpt_{n:06d}.pt')['iteration'] for n in (7, 14)] == [7, 14]
+
+
 def test_interrupt_at_an_odd_step_resumes_exactly(tmp_path, cache):
     "A stop between sync points (step 11 of log_every 5) still logs the same training losses after the resume."
     straight = train(config(['--max_steps', '30', '--eval_every', '5', '--run_name', 'straight'], tmp_path, cache), log=quiet)
