@@ -356,7 +356,7 @@ def load_sweep(folder: str | os.PathLike, # a sweep folder (holding one run fold
     variants = {p['name']: p['variant'] for p in meta['points']} if meta else {}
     rows = []
     for d in runs:
-        s = read_summary(d) or {**summarize_run(d, 'running' if (d / 'ckpt_last.pt').is_file() else 'missing'), 'written_by': None}
+        s = read_summary(d) or summarize_run(d, 'incomplete')  # running, or stopped before it wrote a summary
         row = {'run': d.name}
         if any(variants.values()): row['variant'] = variants.get(d.name, '')
         row |= {k: configs[d.name].get(k) for k in axes}

@@ -66,7 +66,7 @@ def test_interrupted_sweep_resumes(tmp_path, cache):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, out[-2000:] + err[-2000:]
     assert 'run the same command again to resume' in err
-    assert load_sweep(tmp_path / 'sweep').set_index('run').status['seed=0'] in ('interrupted', 'running')
+    assert load_sweep(tmp_path / 'sweep').set_index('run').status['seed=0'] in ('interrupted', 'incomplete')
     p = sweep_cli(path, '--parallel', '1')
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert 'resume seed=0' in p.stdout and 'start seed=1' in p.stdout
