@@ -256,6 +256,15 @@ def prepare_data(sweep: Sweep, # the parsed sweep
 
 def _elapsed(s: float) -> str: return f"{int(s // 60)}m{int(s % 60):02d}s"
 
+def _taken(run_dir: Path) -> bool:
+    "Is another process training this point now? Its `.running` file names the host and the trainer's pid."
+    try: host, pid = (run_dir / '.running').read_text().split()
+    except (FileNotFoundError, ValueError): return False
+    if host != os.uname().nodename: return True  # another machine's: it can't be checked from here
+    try: os.kill(int(pid), 0); return True
+    except (ProcessLookupError, ValueError): return False  # a stale file: the trainer is gone
+    except PermissionError: return True
+
 # %% ../nbs/06_ablations.ipynb #3fd743a4
 def select_point(sweep: Sweep, # the parsed sweep
                  point: str, # a point's folder name, or its 1-based number in the sweep's order
@@ -302,25 +311,32 @@ def run_sweep(sweep: Sweep | dict | str | os.PathLike, # a parsed sweep, a sweep
         {'name': p.name, 'variant': p.variant, 'settings': p.settings} for p in full.points]}, indent=2) + '\n')
     t0, running, free = time.time(), {}, list(range(len(slots)))
     def progress():
-        div = sum(s == 'diverged' for s in status.values()); bad = sum(s in ('failed', 'interrupted') for s in status.values())
-        log(f"[{sw.name}] {len(status)} done, {len(running)} running, {len(todo)} left"
-            + (f" ({div} diverged)" if div else '') + (f" ({bad} failed)" if bad else '') + f" | {_elapsed(time.time() - t0)}")
+        n = {k: sum(s == k for s in status.values()) for k in ('diverged', 'failed', 'interrupted', 'elsewhere')}
+        log(f"[{sw.name}] {len(status) - n['elsewhere']} done, {len(running)} running, {len(todo)} left"
+            + ''.join(f" ({v} {k})" for k, v in n.items() if v) + f" | {_elapsed(time.time() - t0)}")
     try:
         while todo or running:
             while todo and free:
-                (p, st), slot = todo.pop(0), free.pop(0)
-                run_dir = sw.out_dir / p.name; run_dir.mkdir(parents=True, exist_ok=True)
+                (p, st) = todo.pop(0)
+                run_dir = sw.out_dir / p.name
+                st = point_state(run_dir, _resolved(sw, p))  # again: a runner beside this one may have run it meanwhile
+                if st in DONE or _taken(run_dir):
+                    status[p.name] = st if st in DONE else 'elsewhere'; log(f"skip {p.name}: {st if st in DONE else 'running in another process'}"); continue
+                slot = free.pop(0)
+                run_dir.mkdir(parents=True, exist_ok=True)
                 (run_dir / 'summary.json').unlink(missing_ok=True)  # an interrupted run's; the trainer writes a new one
                 cmd = train_command(sw, p, python) + ['--threads', str(slots[slot]['threads'])] * bool(slots[slot]['threads'])
                 cmd += ['--resume', 'true'] if st == 'partial' else (['--overwrite', 'true'] if 'overwrite' in TrainConfig.__dataclass_fields__ else [])
                 logf = open(run_dir / 'train.log', 'a')
                 proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env={**os.environ, **slots[slot]['env'], 'PYTHONUNBUFFERED': '1'})
                 running[proc] = (p, slot, time.time(), logf)
+                atomic_write(run_dir / '.running', f"{os.uname().nodename} {proc.pid}\n")
                 log(f"{'resume' if st == 'partial' else 'start'} {p.name}")
                 progress()
             time.sleep(0.2)
             for proc in [q for q in running if q.poll() is not None]:
                 p, slot, started, logf = running.pop(proc); logf.close(); free.append(slot)
+                (sw.out_dir / p.name / '.running').unlink(missing_ok=True)
                 st = _after_exit(sw.out_dir / p.name, proc.returncode, time.time() - started, sw.out_dir / p.name / 'train.log')
                 status[p.name] = st
                 s = read_summary(sw.out_dir / p.name) or {}
@@ -334,7 +350,7 @@ def run_sweep(sweep: Sweep | dict | str | os.PathLike, # a parsed sweep, a sweep
         for proc, (p, *_ , logf) in running.items():
             try: proc.wait(timeout=120)
             except subprocess.TimeoutExpired: proc.kill(); proc.wait()
-            logf.close(); status[p.name] = 'interrupted'
+            logf.close(); status[p.name] = 'interrupted'; (sw.out_dir / p.name / '.running').unlink(missing_ok=True)
         raise
     return status
 

@@ -145,3 +145,13 @@ def test_a_folder_trained_with_other_settings_is_refused(tmp_path, cache):
     (run_dir / 'config.json').write_text(json.dumps({**TINY, 'seed': 0, 'lr': 0.5}))
     with pytest.raises(ValueError, match='holds a run with other settings .lr: 0.5'): run_sweep(path, log=lambda *a: None)
     assert sorted(f.name for f in run_dir.iterdir()) == ['config.json']
+
+
+def test_a_point_running_in_another_process_is_left_to_it(tmp_path, cache):
+    # two runners on one sweep share its points: a folder whose .running names a live process is skipped
+    path = write_sweep(tmp_path, cache, grid={'seed': [0]})
+    run_dir = tmp_path / 'sweep' / 'seed=0'; run_dir.mkdir(parents=True)
+    (run_dir / '.running').write_text(f"{os.uname().nodename} {os.getpid()}\n")
+    lines = []
+    assert run_sweep(path, log=lines.append) == {'seed=0': 'elsewhere'}
+    assert 'skip seed=0: running in another process' in lines and not (run_dir / 'config.json').exists()
