@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from .files import atomic_write
-from .train import TrainConfig, config_from_dict, prepare_tokenizer, prepare_tokens, validate
+from .train import TrainConfig, config_from_dict, parse_args, prepare_tokenizer, prepare_tokens, validate
 
 # %% auto #0
 __all__ = ['SWEEP_KEYS', 'RUN_KEYS', 'DONE', 'Point', 'Sweep', 'point_name', 'parse_sweep', 'train_command', 'read_summary',
@@ -142,6 +142,11 @@ def parse_sweep(spec: dict | str | os.PathLike, # a sweep file's path, or its co
     return Sweep(name, base, points, axes, out, par, thr)
 
 # %% ../nbs/06_ablations.ipynb #177cd910
+def _takes_overwrite() -> bool:
+    "Does the trainer take `--overwrite true` (a fresh run into a folder that holds an unfinished one is refused without it)?"
+    try: parse_args(['--overwrite', 'true']); return True
+    except ValueError: return False
+
 def _cli_value(v: Any) -> str: return str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, float) else str(v)
 
 def train_command(sweep: Sweep, # the parsed sweep
@@ -265,6 +270,18 @@ def _taken(run_dir: Path) -> bool:
     except (ProcessLookupError, ValueError): return False  # a stale file: the trainer is gone
     except PermissionError: return True
 
+def _claim(run_dir: Path) -> bool:
+    "Take a point for this runner: create its `.running` atomically (O_EXCL), replacing a stale one; False if another process has it."
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try: fd = os.open(run_dir / '.running', os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _taken(run_dir): return False
+            (run_dir / '.running').unlink(missing_ok=True); continue
+        with os.fdopen(fd, 'w') as f: f.write(f"{os.uname().nodename} {os.getpid()}\n")  # the runner's pid until the trainer's
+        return True
+    return False
+
 # %% ../nbs/06_ablations.ipynb #3fd743a4
 def select_point(sweep: Sweep, # the parsed sweep
                  point: str, # a point's folder name, or its 1-based number in the sweep's order
@@ -320,13 +337,12 @@ def run_sweep(sweep: Sweep | dict | str | os.PathLike, # a parsed sweep, a sweep
                 (p, st) = todo.pop(0)
                 run_dir = sw.out_dir / p.name
                 st = point_state(run_dir, _resolved(sw, p))  # again: a runner beside this one may have run it meanwhile
-                if st in DONE or _taken(run_dir):
+                if st in DONE or not _claim(run_dir):
                     status[p.name] = st if st in DONE else 'elsewhere'; log(f"skip {p.name}: {st if st in DONE else 'running in another process'}"); continue
                 slot = free.pop(0)
-                run_dir.mkdir(parents=True, exist_ok=True)
                 (run_dir / 'summary.json').unlink(missing_ok=True)  # an interrupted run's; the trainer writes a new one
                 cmd = train_command(sw, p, python) + ['--threads', str(slots[slot]['threads'])] * bool(slots[slot]['threads'])
-                cmd += ['--resume', 'true'] if st == 'partial' else (['--overwrite', 'true'] if 'overwrite' in TrainConfig.__dataclass_fields__ else [])
+                cmd += ['--resume', 'true'] if st == 'partial' else ['--overwrite', 'true'] * _takes_overwrite()
                 logf = open(run_dir / 'train.log', 'a')
                 proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env={**os.environ, **slots[slot]['env'], 'PYTHONUNBUFFERED': '1'})
                 running[proc] = (p, slot, time.time(), logf)

@@ -155,3 +155,8 @@ def test_a_point_running_in_another_process_is_left_to_it(tmp_path, cache):
     lines = []
     assert run_sweep(path, log=lines.append) == {'seed=0': 'elsewhere'}
     assert 'skip seed=0: running in another process' in lines and not (run_dir / 'config.json').exists()
+    # a stale .running (its process is gone) is taken over
+    (run_dir / '.running').write_text(f"{os.uname().nodename} 999999999\n")
+    from llmcourse.sweep import _claim
+    assert _claim(run_dir) and (run_dir / '.running').read_text().split()[1] == str(os.getpid())
+    assert not _claim(run_dir)  # now it is ours: a second claim fails
