@@ -435,4 +435,4 @@ def main(argv: list[str] | None = None) -> int:
 
 # %% ../nbs/06_ablations.ipynb #3f63f5c0
 #| eval: false
-if __name__ == '__main__': sys.exit(main())
+if __name__ == '__main__' and 'ipykernel' not in sys.modules: sys.exit(main())  # a notebook kernel runs as __main__ too
