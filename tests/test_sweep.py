@@ -160,3 +160,10 @@ def test_a_point_running_in_another_process_is_left_to_it(tmp_path, cache):
     from llmcourse.sweep import _claim
     assert _claim(run_dir) and (run_dir / '.running').read_text().split()[1] == str(os.getpid())
     assert not _claim(run_dir)  # now it is ours: a second claim fails
+
+
+def test_committed_sweep_files_parse():
+    # every sweep file under configs/sweeps resolves its base and validates every point (CS336 ones included)
+    files = sorted((ROOT / 'configs' / 'sweeps').glob('*.json'))
+    assert len(files) >= 9
+    for f in files: assert parse_sweep(f).points, f
