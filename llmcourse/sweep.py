@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from .files import atomic_write
-from .train import TrainConfig, config_from_dict, parse_args, prepare_tokenizer, prepare_tokens, validate
+from .train import TrainConfig, config_from_dict, parse_args, prepare_data, validate
 
 # %% auto #0
 __all__ = ['SWEEP_KEYS', 'RUN_KEYS', 'DONE', 'Point', 'Sweep', 'point_name', 'parse_sweep', 'train_command', 'read_summary',
-           'point_state', 'summarize_run', 'prepare_data', 'select_point', 'run_sweep', 'load_sweep', 'load_curves',
+           'point_state', 'summarize_run', 'prepare_caches', 'select_point', 'run_sweep', 'load_sweep', 'load_curves',
            'main']
 
 # %% ../nbs/06_ablations.ipynb #785ce63f
@@ -213,22 +213,12 @@ def summarize_run(run_dir: Path, # a run folder
             'final_val_ppl': _ppl(last.get('val_loss')), 'best_val_ppl': _ppl(min(vals) if vals else None),
             'wall_time_s': wall_time_s, 'diverged_at_step': diverged_at_step, 'written_by': 'llmcourse.sweep'}
 
-def _diverged_step(log_text: str) -> int | None:
-    m = re.findall(r"at step ([\d,]+)|after step ([\d,]+)", log_text)
-    return int((m[-1][0] or m[-1][1]).replace(',', '')) if m else None
-
-def _after_exit(run_dir: Path, rc: int, wall: float, log_path: Path) -> str:
-    "The point's status once its process has exited; writes summary.json when the trainer did not."
-    s = read_summary(run_dir)
-    if s and s.get('status') in DONE + ('interrupted',): return s['status']
-    tail = log_path.read_text(errors='replace')[-4000:] if log_path.is_file() else ''
-    if rc == 3 or (rc == 1 and ('NonFiniteLoss' in tail or 'diverged' in tail or 'NaN/inf' in tail or 'loss is nan' in tail.lower() or 'loss is inf' in tail.lower())):
-        status = 'diverged'
-        atomic_write(run_dir / 'summary.json', json.dumps(summarize_run(run_dir, status, wall, _diverged_step(tail)), indent=2) + '\n')
-    elif rc == 0: status = 'finished'; atomic_write(run_dir / 'summary.json', json.dumps(summarize_run(run_dir, status, wall), indent=2) + '\n')
-    elif rc == 130: status = 'interrupted'
-    else: status = 'failed'
-    return status
+def _after_exit(run_dir: Path, # the point's run folder
+                rc: int,       # its trainer's exit status
+               ) -> str:
+    "The point's status once its trainer has exited: what its summary.json says, else interrupted (a signal) or failed."
+    if s := read_summary(run_dir): return s['status']
+    return 'interrupted' if rc in (130, 143) else 'failed'  # 128 + SIGINT / SIGTERM: killed before it could write one
 
 # %% ../nbs/06_ablations.ipynb #4a65ed65
 def _cpu_count() -> int: return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
@@ -246,7 +236,7 @@ def _slots(parallel: int, threads: int, gpus: int) -> list[dict]:
     per = threads or max(1, _cpu_count() // n)
     return [{'env': {'CUDA_VISIBLE_DEVICES': ''}, 'threads': per} for _ in range(n)]
 
-def prepare_data(sweep: Sweep, # the parsed sweep
+def prepare_caches(sweep: Sweep, # the parsed sweep
                  log=print, # where messages go
                 ) -> None:
     "Train each tokenizer and tokenize each data set the points need, once, before the points start in parallel."
@@ -256,8 +246,7 @@ def prepare_data(sweep: Sweep, # the parsed sweep
         key = (cfg.train_data, cfg.val_data, cfg.vocab_size, cfg.tokenizer, cfg.cache_dir)
         if key in seen: continue
         seen.add(key)
-        tok = prepare_tokenizer(cfg, log)  # cached: parallel trainers then only read the cache, never write it at once
-        for source, split in ((cfg.train_data, 'train'), (cfg.val_data, 'valid')): prepare_tokens(cfg, tok, source, split, log)
+        prepare_data(cfg, log=log)  # cached: parallel trainers then only read the cache, never write it at once
 
 def _elapsed(s: float) -> str: return f"{int(s // 60)}m{int(s % 60):02d}s"
 
@@ -322,7 +311,7 @@ def run_sweep(sweep: Sweep | dict | str | os.PathLike, # a parsed sweep, a sweep
         screen(msg)
         with open(sw.out_dir / 'sweep.log', 'a') as f: f.write(time.strftime('%Y-%m-%d %H:%M:%S UTC ', time.gmtime()) + msg + '\n')
     log(f"sweep {sw.name}: {len(todo)} to run on {_cpu_count()} cores, {_gpu_count()} GPUs")
-    if todo: prepare_data(Sweep(sw.name, sw.base, [p for p, _ in todo], sw.axes, sw.out_dir), log)
+    if todo: prepare_caches(Sweep(sw.name, sw.base, [p for p, _ in todo], sw.axes, sw.out_dir), log)
     atomic_write(sw.out_dir / 'base.json', json.dumps(sw.base, indent=2) + '\n')
     atomic_write(sw.out_dir / 'sweep.json', json.dumps({'name': full.name, 'axes': full.axes, 'base': full.base, 'points': [
         {'name': p.name, 'variant': p.variant, 'settings': p.settings} for p in full.points]}, indent=2) + '\n')
@@ -345,15 +334,17 @@ def run_sweep(sweep: Sweep | dict | str | os.PathLike, # a parsed sweep, a sweep
                 cmd += ['--resume', 'true'] if st == 'partial' else ['--overwrite', 'true'] * _takes_overwrite()
                 logf = open(run_dir / 'train.log', 'a')
                 proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env={**os.environ, **slots[slot]['env'], 'PYTHONUNBUFFERED': '1'})
-                running[proc] = (p, slot, time.time(), logf)
+                running[proc] = (p, slot, logf)
                 atomic_write(run_dir / '.running', f"{os.uname().nodename} {proc.pid}\n")
                 log(f"{'resume' if st == 'partial' else 'start'} {p.name}")
                 progress()
             time.sleep(0.2)
             for proc in [q for q in running if q.poll() is not None]:
-                p, slot, started, logf = running.pop(proc); logf.close(); free.append(slot)
+                p, slot, logf = running.pop(proc)
+                logf.close()
+                free.append(slot)
                 (sw.out_dir / p.name / '.running').unlink(missing_ok=True)
-                st = _after_exit(sw.out_dir / p.name, proc.returncode, time.time() - started, sw.out_dir / p.name / 'train.log')
+                st = _after_exit(sw.out_dir / p.name, proc.returncode)
                 status[p.name] = st
                 s = read_summary(sw.out_dir / p.name) or {}
                 log(f"{st} {p.name}" + (f": val loss {s['final_val_loss']:.3f}" if s.get('final_val_loss') is not None and st != 'diverged' else '')
@@ -425,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         sw = parse_sweep(a.sweep, a.out_dir)
-        if a.prepare: prepare_data(sw); return 0
+        if a.prepare: prepare_caches(sw); return 0
         status = run_sweep(sw, a.parallel, a.threads, a.dry_run, point=a.point)
     except (ValueError, FileNotFoundError) as e: print(f"error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt: print("interrupted: run the same command again to resume", file=sys.stderr); return 130
@@ -435,4 +426,4 @@ def main(argv: list[str] | None = None) -> int:
 
 # %% ../nbs/06_ablations.ipynb #3f63f5c0
 #| eval: false
-if __name__ == '__main__' and 'ipykernel' not in sys.modules: sys.exit(main())  # a notebook kernel runs as __main__ too
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # a notebook kernel's __main__ has no __file__
