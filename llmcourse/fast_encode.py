@@ -235,7 +235,8 @@ class _Cache(defaultdict):
 
 def _flatten(lists) -> list[int]:
     "Concatenate lists of ids: `+=` onto one list copies each without making an iterator (faster than `chain` on short lists)."
-    return reduce(operator.iadd, lists, [])
+    # `iconcat` is `+=` for sequences: it goes straight to the list's concatenation, where `iadd` first tries number addition
+    return reduce(operator.iconcat, lists, [])
 
 def _split_keep(text: str, sep: str) -> list[str]:
     "`re.split` with a capturing group for a single literal separator, using the faster `str.split`."
