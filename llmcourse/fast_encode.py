@@ -235,7 +235,8 @@ class _Cache(defaultdict):
 
 def _flatten(lists) -> list[int]:
     "Concatenate lists of ids: `+=` onto one list copies each without making an iterator (faster than `chain` on short lists)."
-    return reduce(operator.iadd, lists, [])
+    # `iconcat` is `+=` for sequences: it goes straight to the list's concatenation, where `iadd` first tries number addition
+    return reduce(operator.iconcat, lists, [])
 
 def _split_keep(text: str, sep: str) -> list[str]:
     "`re.split` with a capturing group for a single literal separator, using the faster `str.split`."
@@ -374,8 +375,15 @@ def _empty_positions(vals: list, start: int) -> list[int]:
             return out
         out.append(i)
 
+# A space after a non-space always starts a pre-token (no pre-token holds a space after its first character), so text cut
+# before one encodes piece by piece to the same ids. (Python's `\S` excludes a little more than Unicode's White_Space: safe.)
+_PIECE_CUT = re.compile(r'(?<=\S) ')
+
 class _WordEncoder(_WordFiller):
     "The word path: text cut into words at spaces, each looked up; what no cached word covers is encoded as text."
+    # Long text goes through the word path in pieces of about this many characters: a piece's words (a bytes object each)
+    # are freed before the next piece is split, so the next piece's words reuse that memory instead of fresh pages.
+    _piece_chars = 1 << 18
     def _stretches(self, words: list[bytes], vals: list) -> list[tuple[int, int]]:
         "(first, last) words of each stretch to encode as text: the first word, and each word with no ids of its own, up to the next cached word."
         starts = [0] + (_empty_positions(vals, 1) if self._words.unfit else [])
@@ -396,6 +404,18 @@ class _WordEncoder(_WordFiller):
         return spans
 
     def _encode_words(self, text: str) -> list[int]:
+        "Ids of `text` by the word path, a piece of about `_piece_chars` characters at a time."
+        if len(text) <= self._piece_chars:
+            return self._encode_piece(text)
+        out, start = [], 0
+        while start < len(text):
+            cut = _PIECE_CUT.search(text, start + self._piece_chars)
+            end = cut.start() if cut else len(text)
+            out += self._encode_piece(text[start:end])
+            start = end
+        return out
+
+    def _encode_piece(self, text: str) -> list[int]:
         "Ids of `text` word by word: one `bytes.split` and one lookup per word instead of the regular expression."
         data = text.encode('utf-8')
         # A newline after a non-space is a pre-token boundary too: a space put before every newline cuts "end.\nThe" into

@@ -118,6 +118,39 @@ def test_word_path_whitespace_and_special_tokens(gpt2, enc, specials):
         with tok._fast._lock: assert tok._fast._encode_words(text) == want, repr(text[:200])
         assert tok.encode(text) == want, repr(text[:200])
 
+@pytest.mark.parametrize('specials', [[EOT], [EOT, 'END\n', '\n\n<|x|>'], [EOT, 'Lily', 'ü', '<|x|>'], ['\t<t>', 'a']])
+def test_word_path_in_pieces(gpt2, enc, specials):
+    "Long text takes the word path piece by piece, cut where a space follows a non-space: tiny pieces give the same ids."
+    import tiktoken
+    tok = Tokenizer(gpt2.vocab, gpt2.merges, specials)
+    ref = tiktoken.Encoding('gpt2-specials', pat_str=enc._pat_str, mergeable_ranks=enc._mergeable_ranks, special_tokens=tok._special_ids)
+    rng = random.Random(7 + len(specials))
+    atoms = specials + ['the', 'cat.', '"Hi,', "it's", '\nShe', 'x\t', '\ty', 'a\xa0', '\xa0b', '42', '😀', 'e\u3000', '\x1c',
+                        'end.' + specials[0], specials[0] + '\nOnce', 'é', '\r', '\r\nX', '  ', "'s", '\u2028', '\x85', '']
+    seps = [' '] * 6 + ['  ', '   ', '\n', '\n\n', ' \n', '\n ', ' \n ', '\r\n', '\t', ' \t ', '\xa0', ' \n\n']
+    for k in range(300):
+        if k % 100 == 0: tok = Tokenizer(gpt2.vocab, gpt2.merges, specials)   # now and then with empty caches
+        tok._fast._piece_chars = rng.randint(1, 40)
+        text = ''.join(rng.choice(atoms) + rng.choice(seps) for _ in range(rng.randint(1, 80)))
+        text = rng.choice(['', rng.choice(seps)]) + text[:rng.choice([len(text), -1])]
+        want = ref.encode(text, allowed_special='all')
+        with tok._fast._lock: assert tok._fast._encode_words(text) == want, (tok._fast._piece_chars, repr(text[:200]))
+
+def test_word_path_in_pieces_with_whitespace_merges(tmp_path):
+    "Pieces with a vocab that merges runs of whitespace (GPT-2's doesn't): a cut inside a run would change the ids."
+    rng = random.Random(3)
+    atoms = ['the', 'cat.', 'Lily', '"Hi,', '\nShe', 'x\t', 'a\xa0', '42', 'é', '\r', '']
+    seps = [' '] * 4 + ['  ', '   ', '    ', '\n', '\n\n', ' \n', '\n ', '\n  ', ' \n ', '\t ', ' \t ', '\xa0 ', ' \n\n']
+    def story(n): return ''.join(rng.choice(atoms) + rng.choice(seps) for _ in range(n))
+    (tmp_path / 'c.txt').write_text(story(3000) + EOT + story(3000), encoding='utf-8')
+    vocab, merges = train_bpe(tmp_path / 'c.txt', 400, [EOT])
+    assert b'  ' in vocab.values() and b'\n ' in vocab.values()   # whitespace runs are tokens
+    tok = Tokenizer(vocab, merges, [EOT])
+    for k in range(300):
+        tok._fast._piece_chars = rng.randint(1, 40)
+        text = rng.choice(['', ' ', '  ', '\n ']) + story(rng.randint(1, 80)) + rng.choice(['', EOT + ' a'])
+        with tok._fast._lock: assert tok._fast._encode_words(text) == tok._encode_readable(text), (tok._fast._piece_chars, repr(text[:200]))
+
 def test_encode_picks_the_word_path_for_stories_only(gpt2):
     "Stories take the word path; speeches, and stories whose lines end in CR LF (a stretch at every line end), the plain one."
     stories = texts()['tinystories'][:300_000]
