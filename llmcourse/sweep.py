@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from .files import atomic_write
-from .train import TrainConfig, config_from_dict, parse_args, prepare_data, validate
+from .train import TrainConfig, config_from_dict, prepare_data, validate
 
 # %% auto #0
 __all__ = ['SWEEP_KEYS', 'RUN_KEYS', 'DONE', 'Point', 'Sweep', 'point_name', 'parse_sweep', 'train_command', 'read_summary',
@@ -142,11 +142,6 @@ def parse_sweep(spec: dict | str | os.PathLike, # a sweep file's path, or its co
     return Sweep(name, base, points, axes, out, par, thr)
 
 # %% ../nbs/06_ablations.ipynb #177cd910
-def _takes_overwrite() -> bool:
-    "Does the trainer take `--overwrite true` (a fresh run into a folder that holds an unfinished one is refused without it)?"
-    try: parse_args(['--overwrite', 'true']); return True
-    except ValueError: return False
-
 def _cli_value(v: Any) -> str: return str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, float) else str(v)
 
 def train_command(sweep: Sweep, # the parsed sweep
@@ -331,7 +326,7 @@ def run_sweep(sweep: Sweep | dict | str | os.PathLike, # a parsed sweep, a sweep
                 slot = free.pop(0)
                 (run_dir / 'summary.json').unlink(missing_ok=True)  # an interrupted run's; the trainer writes a new one
                 cmd = train_command(sw, p, python) + ['--threads', str(slots[slot]['threads'])] * bool(slots[slot]['threads'])
-                cmd += ['--resume', 'true'] if st == 'partial' else ['--overwrite', 'true'] * _takes_overwrite()
+                cmd += ['--resume', 'true'] if st == 'partial' else ['--overwrite', 'true']  # a folder left without a checkpoint starts over
                 logf = open(run_dir / 'train.log', 'a')
                 proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env={**os.environ, **slots[slot]['env'], 'PYTHONUNBUFFERED': '1'})
                 running[proc] = (p, slot, logf)
