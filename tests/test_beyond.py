@@ -11,13 +11,7 @@ from llmcourse.generate import KVCache, forward_cached, generate, next_token_pro
 from llmcourse.layers import (ModelConfig, MoEFeedForward, MultiHeadSelfAttention, SwiGLU, TransformerLM, moe_aux_loss,
                               repeat_kv)
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "Tiny models run fastest on one thread; on a busy machine extra threads only spin-wait (10-20x slower here)."
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')   # conftest.py: tiny models, one torch thread
 
 CFG = dict(vocab_size=97, context_length=48, d_model=64, num_layers=2, num_heads=8, d_ff=96, rope_theta=10_000.)
 

@@ -5,13 +5,7 @@ from llmcourse.generate import (KVCache, check_sampling_args, forward_cached, ge
                                 stream_generate, top_k_mask, top_p_mask)
 from llmcourse.layers import TransformerLM
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "These models are tiny: one thread runs them fastest, and more only spin-wait on a busy shared CPU."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')   # conftest.py: tiny models, one torch thread
 
 def lm(context_length=16, seed=0, **kw):
     torch.manual_seed(seed)
