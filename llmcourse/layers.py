@@ -152,6 +152,13 @@ class SiLUFFN(nn.Module):
         return self.w2(silu(self.w1(x)))  # (..., d_model)
 
 # %% ../nbs/01_layers.ipynb #3ab03831
+def _rotate_complex(x, cos, sin):  # the same rotation as the real form: pairs as complex numbers times e^{i m θ}
+    dtype = torch.promote_types(x.dtype, cos.dtype)
+    pairs = x.to(dtype).unflatten(-1, (-1, 2))                                    # (..., seq, d_k/2, 2)
+    if pairs.stride(-1) != 1 or any(s % 2 for s in pairs.stride()[:-1]): pairs = pairs.contiguous()
+    rotated = torch.view_as_complex(pairs) * torch.complex(cos.to(dtype), sin.to(dtype))  # (..., seq, d_k/2)
+    return torch.view_as_real(rotated).flatten(-2).to(x.dtype)                    # (..., seq, d_k)
+
 class RotaryPositionalEmbedding(nn.Module):
     "Rotary position embedding: rotate the interleaved pairs (x[2i], x[2i+1]) by position · theta^(-2i/d_k)."
     def __init__(self,
@@ -195,8 +202,9 @@ class RotaryPositionalEmbedding(nn.Module):
             if pos.ndim < x.ndim - 1:  # e.g. (batch, seq) for x (batch, heads, seq, d_k): broadcast over the missing dims
                 pos = pos.reshape(*pos.shape[:-1], *[1] * (x.ndim - 1 - pos.ndim), pos.shape[-1])
             cos, sin = self.cos[pos], self.sin[pos]                                # (..., seq, d_k/2)
-        x1, x2 = x[..., 0::2], x[..., 1::2]                                        # (..., seq, d_k/2)
         # bf16/fp16 inputs are promoted to the float32 tables for the rotation, then cast back
+        if x.device.type == 'cpu' and not torch.compiler.is_compiling(): return _rotate_complex(x, cos, sin)
+        x1, x2 = x[..., 0::2], x[..., 1::2]                                        # (..., seq, d_k/2)
         out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)     # (..., seq, d_k/2, 2)
         return out.flatten(-2).to(x.dtype)                                         # (..., seq, d_k)
 
