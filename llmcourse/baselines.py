@@ -9,7 +9,7 @@ from dataclasses import asdict
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .layers import Embedding, Linear, ModelConfig, gelu
+from .layers import SIZE_FIELDS, Embedding, Linear, ModelConfig, gelu
 
 # %% auto #0
 __all__ = ['BASELINE_FIELDS', 'KGramMLP', 'LSTMLM', 'build_baseline', 'baseline_flops_per_token']
@@ -127,7 +127,7 @@ def build_baseline(cfg: ModelConfig, # a config whose arch is a baseline
     "A freshly initialised baseline of `cfg.arch`; a Transformer switch set away from its default is an error naming it."
     if cfg.arch not in BASELINE_FIELDS: raise ValueError(f"arch {cfg.arch!r} is not a baseline: choose one of {tuple(BASELINE_FIELDS)}")
     default, used = asdict(ModelConfig()), set(BASELINE_FIELDS[cfg.arch]) | {'arch', 'vocab_size', 'context_length'}
-    ignored = {'num_heads', 'd_ff', 'rope_theta', 'attention'} - used  # size fields every config holds; a baseline ignores them
+    ignored = (set(SIZE_FIELDS) | {'attention'}) - used  # the size fields every config holds; a baseline ignores the others
     wrong = [k for k, v in asdict(cfg).items() if k not in used | ignored and v != default[k]]
     if wrong: raise ValueError(f"arch={cfg.arch!r} has no " + ', '.join(f"{k} (set to {getattr(cfg, k)!r})" for k in wrong)
                                + ": those fields are the Transformer's; leave them at their defaults")
