@@ -145,6 +145,9 @@ def activation_bytes(config,                     # a model config (see `model_co
     c = model_config(config)
     if c['num_experts'] is not None or _kv_heads(c) != c['num_heads']:
         raise ValueError("activation_bytes counts the dense multi-head model only, not GQA/MQA or a mixture of experts")
+    if c['norm'] == 'layer' or c['ffn'] == 'gelu' or c['position'] == 'learned' or c['bias'] or c['dropout']:
+        raise ValueError("activation_bytes counts the CS336 layouts only, not the GPT-2 switches (LayerNorm, GELU, learned positions, "
+                         "biases, dropout): measure those with torch.autograd.graph.saved_tensors_hooks")
     B, T = batch_size, c['context_length'] if seq_len is None else seq_len
     d, L, H, d_ff, V = c['d_model'], c['num_layers'], c['num_heads'], c['d_ff'], c['vocab_size']
     BT, f = B * T, bytes_per_float
