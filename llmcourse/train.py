@@ -209,8 +209,8 @@ def validate(cfg: TrainConfig, # the config to check
         try: sources += [('train_mix', s) for s in parse_mix(cfg.train_mix)]
         except ValueError as e: raise ValueError(f"bad value {cfg.train_mix!r} for {e}") from None
     for k, source in sources:
-        need(is_text_source(source) or source.lower().endswith(_TOKEN_SUFFIXES), k, f"{source!r}: expected tinystories_sample, "
-             "corpus:NAME (a corpus of llmcourse.data), a text file (.txt, .txt.gz) or a token file (.bin, .npy)")
+        need(is_text_source(source) or source.lower().endswith(_TOKEN_SUFFIXES), k, "expected tinystories_sample, a text file "
+             "(.txt, .txt.gz), corpus:NAME (a corpus of llmcourse.data) or a token file (.bin, .npy)" + (f", not {source!r}" if k == 'train_mix' else ''))
     need(cfg.train_limit == 0 or cfg.train_limit > cfg.context_length, 'train_limit', f"must be 0 (all) or above context_length={cfg.context_length}")
     need(cfg.device == 'auto' or cfg.device.split(':')[0] in ('cpu', 'cuda', 'mps'), 'device', "expected auto, cpu, cuda, cuda:N or mps")
     need(bool(cfg.run_name) and '/' not in cfg.run_name, 'run_name', "must be a non-empty folder name")

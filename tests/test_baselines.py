@@ -146,7 +146,7 @@ def test_a_state_dict_of_another_family_is_an_error_naming_both():
                                      ('tinystories_sample=lots', "the weight of tinystories_sample is 'lots', not a number"),
                                      ('tinystories_sample', 'is not SOURCE=WEIGHT'),
                                      ('corpus:sotu=1,corpus:sotu=2', 'listed twice'),
-                                     ('notes.pdf=1', "'notes.pdf': expected tinystories_sample, corpus:NAME")])
+                                     ('notes.pdf=1', "expected tinystories_sample, a text file (.txt, .txt.gz), corpus:NAME (a corpus of llmcourse.data) or a token file (.bin, .npy), not 'notes.pdf'")])
 def test_bad_mixing_weights_are_errors_naming_them(mix, why):
     with pytest.raises(ValueError, match='train_mix') as e: parse_args(['--train_mix', mix])
     assert why in str(e.value)
