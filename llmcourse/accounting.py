@@ -37,6 +37,9 @@ def model_config(config, # a dict, an object with the same attributes, or a Tran
         if out[k] not in choices: raise ValueError(f"config {k} must be one of {choices}, not {out[k]!r}")
     out |= {k: get(k) for k in OPTIONAL_FIELDS}
     ModelConfig(**out)  # the GQA and MoE fields, checked as the model checks them
+    if out['arch'] != 'transformer':
+        raise ValueError(f"the accounting counts Transformers, not arch={out['arch']!r}: use llmcourse.baselines.baseline_flops_per_token "
+                         "and sum(p.numel() for p in model.parameters()) for a baseline")
     return out
 
 GPT2_SIZES = {'small': (12, 768, 12), 'medium': (24, 1024, 16), 'large': (36, 1280, 20), 'xl': (48, 1600, 25)}
@@ -53,19 +56,21 @@ def gpt2_config(size: str,                 # 'small', 'medium', 'large' or 'xl'
 
 # %% ../nbs/02_accounting.ipynb #229b2f19
 def _kv_heads(c: dict) -> int: return c['num_kv_heads'] or c['num_heads']
-def _ffn_params(c: dict) -> int: return (3 if c['ffn'] == 'swiglu' else 2) * c['d_model'] * c['d_ff']  # one dense FFN
+def _ffn_params(c: dict) -> int:  # one dense FFN, with GPT-2's biases when bias=True
+    return (3 if c['ffn'] == 'swiglu' else 2) * c['d_model'] * c['d_ff'] + (c['d_ff'] + c['d_model'] if c['bias'] else 0)
 
 def param_counts(config, # a model config (see `model_config`)
                 ) -> dict:
     "Parameters per component, by formula, plus their 'total'."
     c = model_config(config)
     V, d, L, d_ff = c['vocab_size'], c['d_model'], c['num_layers'], c['d_ff']
-    norm = d if c['norm'] == 'rms' else 0
+    norm = {'rms': d, 'layer': 2 * d, 'none': 0}[c['norm']]  # LayerNorm has a gain and a bias
     kv = _kv_heads(c) * d // c['num_heads']  # width of k_proj and v_proj: d with MHA, less with GQA/MQA
+    attn_bias = 2 * d + 2 * kv if c['bias'] else 0
     E = c['num_experts']
     ffn = _ffn_params(c) if E is None else E * _ffn_params(c) + d * E  # E experts and the router
-    counts = {'token_embeddings': V * d,
-              'attention': L * (2 * d * d + 2 * d * kv),
+    counts = {'token_embeddings': V * d} | ({'position_embeddings': c['context_length'] * d} if c['position'] == 'learned' else {})
+    counts |= {'attention': L * (2 * d * d + 2 * d * kv + attn_bias),
               'ffn': L * ffn,
               'norms': L * 2 * norm + (norm if c['norm_position'] == 'pre' else 0),
               'lm_head': 0 if c['tie_embeddings'] else V * d}
@@ -140,6 +145,9 @@ def activation_bytes(config,                     # a model config (see `model_co
     c = model_config(config)
     if c['num_experts'] is not None or _kv_heads(c) != c['num_heads']:
         raise ValueError("activation_bytes counts the dense multi-head model only, not GQA/MQA or a mixture of experts")
+    if c['norm'] == 'layer' or c['ffn'] == 'gelu' or c['position'] == 'learned' or c['bias'] or c['dropout']:
+        raise ValueError("activation_bytes counts the CS336 layouts only, not the GPT-2 switches (LayerNorm, GELU, learned positions, "
+                         "biases, dropout): measure those with torch.autograd.graph.saved_tensors_hooks")
     B, T = batch_size, c['context_length'] if seq_len is None else seq_len
     d, L, H, d_ff, V = c['d_model'], c['num_layers'], c['num_heads'], c['d_ff'], c['vocab_size']
     BT, f = B * T, bytes_per_float

@@ -18,8 +18,8 @@ from .tokenizer import Tokenizer
 # %% auto #0
 __all__ = ['WRAPPER_PREFIXES', 'MODEL_KEYS', 'atomic_save', 'checksum_path', 'save_with_checksum', 'verify_checksum',
            'copy_checkpoint', 'unwrap_model', 'strip_wrapper_prefixes', 'rng_state', 'set_rng_state', 'save_checkpoint',
-           'read_checkpoint', 'load_model_state', 'load_checkpoint', 'model_kwargs', 'read_run_config',
-           'checkpoint_files', 'newest_intact_checkpoint', 'load_model_from_run']
+           'read_checkpoint', 'state_dict_family', 'load_model_state', 'load_checkpoint', 'model_kwargs',
+           'read_run_config', 'checkpoint_files', 'newest_intact_checkpoint', 'load_model_from_run']
 
 # %% ../nbs/03a_checkpoint.ipynb #abd8eafd
 def atomic_save(obj: Any, # what to save (tensors and plain containers)
@@ -164,6 +164,15 @@ def read_checkpoint(src: str | os.PathLike | IO[bytes], # a path or a binary fil
     state['model'] = strip_wrapper_prefixes(state['model'])
     return state
 
+# the parameter names that tell a model family apart (first match wins): the course's own, then Hugging Face's
+_FAMILIES = (('Hugging Face GPT-2', 'transformer.h.'), ('Hugging Face Llama', 'model.layers.'), ('transformer', 'layers.'),
+             ('lstm', 'lstm.'), ('kgram_onehot', 'onehot.'), ('kgram_conv', 'convs.'), ('kgram_embed', 'proj.'))
+
+def state_dict_family(state_dict: dict[str, Any], # a model state dict
+                     ) -> str | None:
+    "The model family whose parameter names the state dict holds ('transformer', 'lstm', 'kgram_embed', ...), or None."
+    return next((fam for fam, prefix in _FAMILIES if any(k.startswith(prefix) for k in state_dict)), None)
+
 def load_model_state(model: nn.Module, # the model to fill (plain, compiled or DDP-wrapped)
                      state_dict: dict[str, torch.Tensor], # the saved parameters
                      name: str = 'checkpoint', # where they come from, for error messages
@@ -171,6 +180,10 @@ def load_model_state(model: nn.Module, # the model to fill (plain, compiled or D
     "Load `state_dict` into the model, with an error naming every missing, unexpected or mis-shaped parameter."
     target = unwrap_model(model)
     own, saved = target.state_dict(), strip_wrapper_prefixes(state_dict)
+    if (theirs := state_dict_family(saved)) != (mine := state_dict_family(own)) and theirs and mine:
+        hint = ("convert the model with llmcourse.presets.from_hf" if theirs.startswith('Hugging') else
+                "build the model from the run's own config (load_model_from_run, or ModelConfig.from_dict(config).build())")
+        raise ValueError(f"{name} holds weights of the {theirs} family, but the model is of the {mine} family: {hint}")
     problems = [f"missing {k}" for k in own if k not in saved] + [f"unexpected {k}" for k in saved if k not in own]
     problems += [f"{k}: shape {tuple(saved[k].shape)} in the file, {tuple(v.shape)} in the model"
                  for k, v in own.items() if k in saved and saved[k].shape != v.shape]

@@ -139,6 +139,8 @@ def forward_cached(model: nn.Module, # a TransformerLM
         positions = cols
         if T > 1 and start > 0: mask = (torch.arange(end, device=ids.device) <= cols[:, None])[None, None]  # (1, 1, T, S)
     x = model.token_embeddings(ids)  # (B, T, d_model)
+    if getattr(model, 'position_embeddings', None) is not None:  # learned absolute positions (GPT-2): (T,) or (B, T)
+        x = x + model.position_embeddings(positions.reshape(-1, T) if positions.ndim == 3 else positions)
     for block, k_cache, v_cache in zip(model.layers, cache.k, cache.v):
         attend = lambda h: _cached_attention(block.attn, h, k_cache, v_cache, start, positions, mask)
         if block.norm_position == 'pre':
@@ -193,6 +195,7 @@ def _decode_steps(model: nn.Module, # a TransformerLM
                   use_cache: bool, # KV cache, or recompute the window every step
                  ) -> Iterator[torch.Tensor]: # (B,) the next token of every row, max_new_tokens times
     p = next(model.parameters())
+    use_cache = use_cache and getattr(model, 'uses_kv_cache', True)  # a model without attention (the baselines) recomputes its window
     C, B = model.context_length, len(rows)
     W = max(len(r) for r in rows)  # filled columns of `seq`
     pad = torch.tensor([W - len(r) for r in rows], device=p.device)  # (B,) left padding per row

@@ -12,10 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['SIZE_FIELDS', 'Linear', 'Embedding', 'RMSNorm', 'silu', 'swiglu_d_ff', 'SwiGLU', 'SiLUFFN',
-           'RotaryPositionalEmbedding', 'softmax', 'scaled_dot_product_attention', 'repeat_kv', 'fused_attention',
-           'MultiHeadSelfAttention', 'MoEFeedForward', 'TransformerBlock', 'ModelConfig', 'TransformerLM',
-           'moe_aux_loss', 'pick_device']
+__all__ = ['SIZE_FIELDS', 'Linear', 'Embedding', 'RMSNorm', 'silu', 'swiglu_d_ff', 'SwiGLU', 'SiLUFFN', 'LayerNorm', 'gelu',
+           'GELUFFN', 'RotaryPositionalEmbedding', 'softmax', 'scaled_dot_product_attention', 'repeat_kv',
+           'fused_attention', 'MultiHeadSelfAttention', 'MoEFeedForward', 'TransformerBlock', 'ModelConfig',
+           'TransformerLM', 'moe_aux_loss', 'pick_device']
 
 # %% ../nbs/01_layers.ipynb #f0bf972f
 def _check_choice(name: str, value, choices: tuple):
@@ -31,12 +31,13 @@ def _check_kv_heads(num_kv_heads, num_heads: int):
 
 # %% ../nbs/01_layers.ipynb #c906b43e
 class Linear(nn.Module):
-    "A bias-free linear map `y = x @ weight.T`, with `weight` of shape (out_features, in_features)."
+    "A linear map `y = x @ weight.T` (+ `bias` with bias=True), with `weight` of shape (out_features, in_features)."
     def __init__(self,
                  in_features: int,  # size of the input's last dimension
                  out_features: int, # size of the output's last dimension
                  device: torch.device | str | None = None, # where the weight lives
                  dtype: torch.dtype | None = None, # the weight's dtype
+                 bias: bool = False, # add a learned bias (GPT-2); off = the CS336 bias-free map
                 ):
         super().__init__()
         _check_positive_int('in_features', in_features); _check_positive_int('out_features', out_features)
@@ -44,13 +45,15 @@ class Linear(nn.Module):
         std = math.sqrt(2 / (in_features + out_features))
         w = torch.empty(out_features, in_features, device=device, dtype=dtype)
         self.weight = nn.Parameter(nn.init.trunc_normal_(w, std=std, a=-3 * std, b=3 * std))
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
 
     def forward(self, x: torch.Tensor, # (..., in_features)
                ) -> torch.Tensor:
         "Apply the map to the last dimension."
-        return x @ self.weight.T  # (..., in_features) -> (..., out_features)
+        y = x @ self.weight.T  # (..., in_features) -> (..., out_features)
+        return y if self.bias is None else y + self.bias
 
-    def extra_repr(self): return f"in_features={self.in_features}, out_features={self.out_features}"
+    def extra_repr(self): return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 # %% ../nbs/01_layers.ipynb #eb03b7fe
 class Embedding(nn.Module):
@@ -150,6 +153,56 @@ class SiLUFFN(nn.Module):
                ) -> torch.Tensor:
         "The ungated feed-forward map."
         return self.w2(silu(self.w1(x)))  # (..., d_model)
+
+# %% ../nbs/01_layers.ipynb #a14e0002
+class LayerNorm(nn.Module):
+    "Layer normalisation over the last dimension: centre, scale to unit variance, then a learned gain `weight` and `bias`."
+    def __init__(self,
+                 d_model: int,       # size of the normalised (last) dimension
+                 eps: float = 1e-5,  # added to the variance for numerical stability (GPT-2: 1e-5)
+                 device: torch.device | str | None = None, # where the gain and bias live
+                 dtype: torch.dtype | None = None, # their dtype
+                ):
+        super().__init__()
+        _check_positive_int('d_model', d_model)
+        self.d_model, self.eps = d_model, eps
+        self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(d_model, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor, # (..., d_model), any float dtype
+               ) -> torch.Tensor:
+        "Normalise the last dimension, computing in at least float32, and return x's dtype."
+        in_dtype = x.dtype
+        x = x.to(torch.promote_types(in_dtype, torch.float32))
+        mean = x.mean(-1, keepdim=True)                               # (..., 1)
+        var = (x - mean).pow(2).mean(-1, keepdim=True)                # (..., 1) the biased variance, as torch's LayerNorm
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        return (y * self.weight.to(x.dtype) + self.bias.to(x.dtype)).to(in_dtype)  # (..., d_model)
+
+    def extra_repr(self): return f"{self.d_model}, eps={self.eps}"
+
+def gelu(x: torch.Tensor, # any shape
+        ) -> torch.Tensor:
+    "GELU in the tanh approximation GPT-2 uses: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`."
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x.pow(3))))
+
+class GELUFFN(nn.Module):
+    "GPT-2's feed-forward network `w2(gelu(w1(x)))`, with biases when asked."
+    def __init__(self,
+                 d_model: int, # input and output size
+                 d_ff: int,    # hidden size; GPT-2 uses 4 · d_model
+                 device: torch.device | str | None = None, # where the weights live
+                 dtype: torch.dtype | None = None, # the weights' dtype
+                 bias: bool = False, # biases in both matrices (GPT-2)
+                ):
+        super().__init__()
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype, bias=bias)  # (d_ff, d_model), GPT-2's c_fc
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype, bias=bias)  # (d_model, d_ff), GPT-2's c_proj
+
+    def forward(self, x: torch.Tensor, # (..., d_model)
+               ) -> torch.Tensor:
+        "The GELU feed-forward map."
+        return self.w2(gelu(self.w1(x)))  # (..., d_model)
 
 # %% ../nbs/01_layers.ipynb #3ab03831
 def _rotate_complex(x, cos, sin):  # the same rotation as the real form: pairs as complex numbers times e^{i m θ}
@@ -264,6 +317,7 @@ class MultiHeadSelfAttention(nn.Module):
                  num_kv_heads: int | None = None, # key/value heads, dividing num_heads: None = num_heads (MHA), 1 = MQA
                  device: torch.device | str | None = None, # where the weights live
                  dtype: torch.dtype | None = None, # the weights' dtype
+                 bias: bool = False, # biases in the four projections (GPT-2)
                 ):
         super().__init__()
         _check_positive_int('d_model', d_model); _check_positive_int('num_heads', num_heads)
@@ -273,10 +327,10 @@ class MultiHeadSelfAttention(nn.Module):
         _check_kv_heads(num_kv_heads, num_heads)
         self.d_model, self.num_heads, self.d_k, self.attention = d_model, num_heads, d_model // num_heads, attention
         self.num_kv_heads = num_kv_heads
-        self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.k_proj = Linear(d_model, num_kv_heads * self.d_k, device=device, dtype=dtype)  # (num_kv_heads · d_k, d_model)
-        self.v_proj = Linear(d_model, num_kv_heads * self.d_k, device=device, dtype=dtype)
-        self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype, bias=bias)
+        self.k_proj = Linear(d_model, num_kv_heads * self.d_k, device=device, dtype=dtype, bias=bias)  # (num_kv_heads · d_k, d_model)
+        self.v_proj = Linear(d_model, num_kv_heads * self.d_k, device=device, dtype=dtype, bias=bias)
+        self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype, bias=bias)
         if theta is not None and max_seq_len is None: raise ValueError("max_seq_len is required when theta (RoPE) is given")
         self.rope = (RotaryPositionalEmbedding(theta, self.d_k, max_seq_len, device=device, dtype=dtype)
                      if theta is not None else None)
@@ -302,10 +356,13 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 # %% ../nbs/01_layers.ipynb #b7e0a001
-def _make_norm(norm: str, d_model: int, device, dtype) -> nn.Module:
-    return RMSNorm(d_model, device=device, dtype=dtype) if norm == 'rms' else nn.Identity()
+def _make_norm(norm: str, d_model: int, device, dtype, eps: float | None = None) -> nn.Module:
+    if norm == 'none': return nn.Identity()
+    return (RMSNorm if norm == 'rms' else LayerNorm)(d_model, 1e-5 if eps is None else eps, device=device, dtype=dtype)
 
-def _make_ffn(ffn: str, d_model: int, d_ff: int, device, dtype) -> nn.Module:
+def _make_ffn(ffn: str, d_model: int, d_ff: int, device, dtype, bias: bool = False) -> nn.Module:
+    if ffn == 'gelu': return GELUFFN(d_model, d_ff, device=device, dtype=dtype, bias=bias)
+    if bias: raise ValueError(f"bias=True needs ffn='gelu' (the GPT-2 MLP), not ffn={ffn!r}")
     return (SwiGLU if ffn == 'swiglu' else SiLUFFN)(d_model, d_ff, device=device, dtype=dtype)
 
 class MoEFeedForward(nn.Module):
@@ -370,10 +427,10 @@ class TransformerBlock(nn.Module):
                  max_seq_len: int,          # longest sequence (RoPE tables)
                  theta: float | None,       # RoPE base Θ (ignored with position='nope')
                  *,
-                 norm: str = 'rms',         # 'rms' | 'none'
+                 norm: str = 'rms',         # 'rms' | 'none' | 'layer'
                  norm_position: str = 'pre', # 'pre' | 'post'
-                 position: str = 'rope',    # 'rope' | 'nope'
-                 ffn: str = 'swiglu',       # 'swiglu' | 'silu'
+                 position: str = 'rope',    # 'rope' | 'nope' | 'learned' (added by the model, not the block)
+                 ffn: str = 'swiglu',       # 'swiglu' | 'silu' | 'gelu'
                  attention: str = 'fused',  # 'fused' | 'scratch'
                  num_kv_heads: int | None = None,      # key/value heads (GQA); None = num_heads
                  num_experts: int | None = None,       # a mixture of this many FFN experts; None = one dense FFN
@@ -381,19 +438,24 @@ class TransformerBlock(nn.Module):
                  capacity_factor: float | None = None, # expert capacity, with num_experts; None = no limit
                  device: torch.device | str | None = None, # where the weights live
                  dtype: torch.dtype | None = None, # the weights' dtype
+                 bias: bool = False,                   # biases in the attention and FFN matrices (GPT-2)
+                 dropout: float | None = None,         # dropout on each residual branch; None = none
+                 norm_eps: float | None = None,        # the norms' epsilon; None = 1e-5
                 ):
         super().__init__()
-        for name, value, choices in [('norm', norm, ('rms', 'none')), ('norm_position', norm_position, ('pre', 'post')),
-                                     ('position', position, ('rope', 'nope')), ('ffn', ffn, ('swiglu', 'silu'))]:
+        for name, value, choices in [('norm', norm, ('rms', 'none', 'layer')), ('norm_position', norm_position, ('pre', 'post')),
+                                     ('position', position, ('rope', 'nope', 'learned')), ('ffn', ffn, ('swiglu', 'silu', 'gelu'))]:
             _check_choice(name, value, choices)
         _check_positive_int('d_ff', d_ff); _check_positive_int('max_seq_len', max_seq_len)
         if position == 'rope' and theta is None: raise ValueError("theta is required with position='rope'")
         self.norm_position = norm_position
-        self.ln1 = _make_norm(norm, d_model, device, dtype)
+        self.ln1 = _make_norm(norm, d_model, device, dtype, norm_eps)
         self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta if position == 'rope' else None,
-                                           attention=attention, num_kv_heads=num_kv_heads, device=device, dtype=dtype)
-        self.ln2 = _make_norm(norm, d_model, device, dtype)
-        self.ffn = (_make_ffn(ffn, d_model, d_ff, device, dtype) if num_experts is None else
+                                           attention=attention, num_kv_heads=num_kv_heads, device=device, dtype=dtype, bias=bias)
+        self.ln2 = _make_norm(norm, d_model, device, dtype, norm_eps)
+        self.drop = nn.Dropout(dropout) if dropout else nn.Identity()  # no parameters: the state dict is unchanged
+        if bias and num_experts is not None: raise ValueError("bias=True is not supported with num_experts (a mixture of experts)")
+        self.ffn = (_make_ffn(ffn, d_model, d_ff, device, dtype, bias) if num_experts is None else
                     MoEFeedForward(d_model, d_ff, num_experts, moe_top_k, capacity_factor, ffn=ffn, device=device, dtype=dtype))
 
     def forward(self,
@@ -402,10 +464,10 @@ class TransformerBlock(nn.Module):
                ) -> torch.Tensor:
         "Attention then feed-forward, each added to the residual stream."
         if self.norm_position == 'pre':
-            x = x + self.attn(self.ln1(x), token_positions)
-            return x + self.ffn(self.ln2(x))           # (..., seq, d_model)
-        x = self.ln1(x + self.attn(x, token_positions))
-        return self.ln2(x + self.ffn(x))               # (..., seq, d_model)
+            x = x + self.drop(self.attn(self.ln1(x), token_positions))
+            return x + self.drop(self.ffn(self.ln2(x)))           # (..., seq, d_model)
+        x = self.ln1(x + self.drop(self.attn(x, token_positions)))
+        return self.ln2(x + self.drop(self.ffn(x)))               # (..., seq, d_model)
 
 # %% ../nbs/01_layers.ipynb #a1c0f1e2
 @dataclass
@@ -418,16 +480,21 @@ class ModelConfig:
     num_heads: int = 4               # attention heads per block; must divide d_model
     d_ff: int = 384                  # feed-forward hidden width (about 8/3 · d_model for SwiGLU, a multiple of 64)
     rope_theta: float = 10000.0      # RoPE base Θ
-    norm: Literal['rms', 'none'] = 'rms'               # RMSNorm or no normalisation (an ablation)
+    norm: Literal['rms', 'none', 'layer'] = 'rms'      # RMSNorm, no normalisation (an ablation) or LayerNorm (GPT-2)
     norm_position: Literal['pre', 'post'] = 'pre'      # pre-norm (modern) or post-norm (the original Transformer)
-    position: Literal['rope', 'nope'] = 'rope'         # RoPE or no position information (NoPE)
-    ffn: Literal['swiglu', 'silu'] = 'swiglu'          # gated SwiGLU or a plain SiLU MLP
+    position: Literal['rope', 'nope', 'learned'] = 'rope'  # RoPE, no position information (NoPE) or learned absolute (GPT-2)
+    ffn: Literal['swiglu', 'silu', 'gelu'] = 'swiglu'  # gated SwiGLU, a plain SiLU MLP or GPT-2's GELU MLP
     tie_embeddings: bool = False     # share token_embeddings.weight with lm_head.weight
     attention: Literal['fused', 'scratch'] = 'fused'   # torch's fused scaled_dot_product_attention or the from-scratch one
     num_kv_heads: int | None = None  # key/value heads, dividing num_heads: None = num_heads (MHA), 1 = MQA (notebook 10)
     num_experts: int | None = None   # a mixture of this many FFN experts per block; None = one dense FFN (notebook 10)
     moe_top_k: Literal[1, 2] = 1     # experts per token (Switch: 1, GShard/Mixtral: 2), with num_experts
     capacity_factor: float | None = None  # tokens an expert takes, as a multiple of its fair share; None = no limit
+    arch: Literal['transformer', 'kgram_onehot', 'kgram_embed', 'kgram_conv', 'lstm'] = 'transformer'  # the model family: the baselines are notebook 06a's
+    bias: bool = False               # biases in the attention and FFN matrices (GPT-2; needs ffn='gelu')
+    dropout: float | None = None     # dropout rate in [0, 1) on embeddings and residual branches; None = none
+    norm_eps: float | None = None    # the norms' epsilon; None = 1e-5 (Llama 2 checkpoints use 1e-6 or 1e-5)
+    kgram_k: int | None = None       # tokens a k-gram MLP baseline sees (its k), required with arch='kgram_*'
 
     def __post_init__(self): _check_model_config(self)
 
@@ -460,8 +527,10 @@ class ModelConfig:
     def build(self, device: torch.device | str | None = None, # where the weights live
               dtype: torch.dtype | None = None,              # the weights' dtype
              ) -> nn.Module:
-        "A freshly initialised `TransformerLM` of this shape."
-        return TransformerLM(**asdict(self), device=device, dtype=dtype)
+        "A freshly initialised model of this shape: a `TransformerLM`, or for another `arch` a baseline of notebook 06a."
+        if self.arch == 'transformer': return TransformerLM(**asdict(self), device=device, dtype=dtype)
+        from .baselines import build_baseline  # imported here: llmcourse.baselines builds on this module
+        return build_baseline(self, device=device, dtype=dtype)
 
 SIZE_FIELDS = tuple(k for k in ModelConfig.field_names()   # the fields that size the model, required in a config
                     if k not in ModelConfig.switches() and k not in ModelConfig.optional_fields())
@@ -484,6 +553,18 @@ def _check_model_config(cfg: ModelConfig):
     cf = cfg.capacity_factor
     if cf is not None and (isinstance(cf, bool) or not isinstance(cf, (int, float)) or cf <= 0):
         raise ValueError(f"capacity_factor must be a positive number or None, not {cf!r}")
+    _check_gpt2_fields(cfg)
+
+def _check_gpt2_fields(cfg: ModelConfig):  # the GPT-2 family's fields and the baselines' k
+    p, eps = cfg.dropout, cfg.norm_eps
+    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1):
+        raise ValueError(f"dropout must be a number in [0, 1) or None, not {p!r}")
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1):
+        raise ValueError(f"norm_eps must be a small positive number or None, not {eps!r}")
+    if cfg.bias and cfg.ffn != 'gelu': raise ValueError(f"bias=True needs ffn='gelu' (the GPT-2 MLP), not ffn={cfg.ffn!r}")
+    if cfg.bias and cfg.num_experts is not None: raise ValueError("bias=True is not supported with num_experts (a mixture of experts)")
+    if cfg.arch.startswith('kgram'): _check_positive_int('kgram_k', cfg.kgram_k)
+    elif cfg.kgram_k is not None: raise ValueError(f"kgram_k applies only to the k-gram MLPs (arch='kgram_*'), not arch={cfg.arch!r}")
 
 
 # %% ../nbs/01_layers.ipynb #7412a3dd
@@ -498,16 +579,21 @@ class TransformerLM(nn.Module):
                  d_ff: int,                    # feed-forward hidden size
                  rope_theta: float = 10000.0,  # RoPE base Θ
                  *,
-                 norm: str = 'rms',            # 'rms' | 'none'
+                 norm: str = 'rms',            # 'rms' | 'none' | 'layer'
                  norm_position: str = 'pre',   # 'pre' | 'post'
-                 position: str = 'rope',       # 'rope' | 'nope'
-                 ffn: str = 'swiglu',          # 'swiglu' | 'silu'
+                 position: str = 'rope',       # 'rope' | 'nope' | 'learned'
+                 ffn: str = 'swiglu',          # 'swiglu' | 'silu' | 'gelu'
                  tie_embeddings: bool = False, # share token_embeddings.weight with lm_head.weight
                  attention: str = 'fused',     # 'fused' | 'scratch'
                  num_kv_heads: int | None = None,      # key/value heads (GQA, MQA); None = num_heads
                  num_experts: int | None = None,       # mixture-of-experts FFNs; None = dense
                  moe_top_k: int = 1,                   # experts per token, with num_experts
                  capacity_factor: float | None = None, # expert capacity, with num_experts; None = no limit
+                 arch: str = 'transformer',            # must be 'transformer' here (ModelConfig.build makes the others)
+                 bias: bool = False,                   # biases in the attention and FFN matrices (GPT-2)
+                 dropout: float | None = None,         # dropout on embeddings and residual branches; None = none
+                 norm_eps: float | None = None,        # the norms' epsilon; None = 1e-5
+                 kgram_k: int | None = None,           # must be None here (a k-gram MLP's k)
                  device: torch.device | str | None = None, # where the weights live
                  dtype: torch.dtype | None = None, # the weights' dtype
                 ):
@@ -515,16 +601,24 @@ class TransformerLM(nn.Module):
         cfg = ModelConfig(vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta, norm=norm,
                           norm_position=norm_position, position=position, ffn=ffn, tie_embeddings=tie_embeddings,
                           attention=attention, num_kv_heads=num_kv_heads, num_experts=num_experts, moe_top_k=moe_top_k,
-                          capacity_factor=capacity_factor)  # checks every field
+                          capacity_factor=capacity_factor, arch=arch, bias=bias, dropout=dropout, norm_eps=norm_eps,
+                          kgram_k=kgram_k)  # checks every field
+        if arch != 'transformer': raise ValueError(f"TransformerLM is arch='transformer', not {arch!r}: build the baselines with ModelConfig.build")
         self.config = asdict(cfg)  # a plain dict: checkpoints and the accounting rebuild the model from it
         self.vocab_size, self.context_length = vocab_size, context_length
         kw = dict(norm=norm, norm_position=norm_position, position=position, ffn=ffn, attention=attention,
                   num_kv_heads=num_kv_heads, num_experts=num_experts, moe_top_k=moe_top_k, capacity_factor=capacity_factor,
-                  device=device, dtype=dtype)
+                  device=device, dtype=dtype, bias=bias, dropout=dropout, norm_eps=norm_eps)
         self.token_embeddings = Embedding(vocab_size, d_model, device=device, dtype=dtype)
+        # GPT-2's learned absolute positions: one vector per position, added to the token's (initialised as GPT-2's, std 0.01)
+        self.position_embeddings = None
+        if position == 'learned':
+            self.position_embeddings = Embedding(context_length, d_model, device=device, dtype=dtype)
+            nn.init.normal_(self.position_embeddings.weight, std=0.01)
+        self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
         self.layers = nn.ModuleList([TransformerBlock(d_model, num_heads, d_ff, context_length, rope_theta, **kw)
                                      for _ in range(num_layers)])
-        self.ln_final = _make_norm(norm if norm_position == 'pre' else 'none', d_model, device, dtype)
+        self.ln_final = _make_norm(norm if norm_position == 'pre' else 'none', d_model, device, dtype, norm_eps)
         self.lm_head = Linear(d_model, vocab_size, device=device, dtype=dtype)
         if tie_embeddings: self.token_embeddings.weight = self.lm_head.weight
         # RoPE's tables depend only on (rope_theta, d_k, context_length): share one copy between all layers
@@ -538,6 +632,8 @@ class TransformerLM(nn.Module):
         if seq > self.context_length:
             raise ValueError(f"sequence length {seq} exceeds context_length={self.context_length}")
         x = self.token_embeddings(token_ids)  # (..., seq, d_model)
+        if self.position_embeddings is not None: x = x + self.position_embeddings(torch.arange(seq, device=token_ids.device))
+        x = self.drop(x)
         for layer in self.layers: x = layer(x)
         return self.lm_head(self.ln_final(x))  # (..., seq, vocab_size)
 

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .accounting import mfu
 from .checkpoint import (checkpoint_files, copy_checkpoint, load_model_from_run, load_model_state, newest_intact_checkpoint,
                                   read_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap_model)
-from .data import get_batch, load_tokens, sidecar_path, tinystories_sample, tokenize_file, validation_batches
+from .data import corpus_path, get_batch, load_tokens, sidecar_path, tinystories_sample, tokenize_file, validation_batches
 from .files import EOT, atomic_copy, atomic_write, read_text, remove_temporary_files
 from .generate import generate
 from .layers import ModelConfig, pick_device
@@ -27,13 +27,13 @@ except ImportError: fcntl = None
 
 # %% auto #0
 __all__ = ['Dtype', 'SPECIAL_TOKENS', 'FINAL_STATUSES', 'RUN_ENTRIES', 'EXIT_CODES', 'TrainConfig', 'config_from_dict',
-           'is_text_source', 'validate', 'load_config', 'parse_args', 'usage', 'resolve_cache_dir', 'prepare_tokenizer',
-           'prepare_tokens', 'BatchSampler', 'autocast_for', 'train_step', 'scheduled_lr', 'setup_distributed',
-           'setup_torch', 'resolve_dtype', 'param_groups', 'from_rank0', 'rank0_first', 'perplexity', 'read_metrics',
-           'load_metrics', 'append_metrics', 'truncate_metrics', 'ascii_plot', 'RunFolderError', 'holds_run',
-           'locked_run_dir', 'read_summary', 'check_resumable', 'RunPlan', 'plan_run', 'write_run_folder', 'RunState',
-           'build_state', 'evaluate', 'sample_text', 'StopFlag', 'stop_on_signals', 'divergence', 'run_loop',
-           'prepare_data', 'finish_run', 'train', 'main']
+           'is_text_source', 'parse_mix', 'validate', 'load_config', 'parse_args', 'usage', 'resolve_cache_dir',
+           'prepare_tokenizer', 'prepare_tokens', 'BatchSampler', 'MixtureSampler', 'autocast_for', 'train_step',
+           'scheduled_lr', 'setup_distributed', 'setup_torch', 'resolve_dtype', 'param_groups', 'from_rank0',
+           'rank0_first', 'perplexity', 'read_metrics', 'load_metrics', 'append_metrics', 'truncate_metrics',
+           'ascii_plot', 'RunFolderError', 'holds_run', 'locked_run_dir', 'read_summary', 'check_resumable', 'RunPlan',
+           'plan_run', 'write_run_folder', 'RunState', 'build_state', 'evaluate', 'sample_text', 'StopFlag',
+           'stop_on_signals', 'divergence', 'run_loop', 'prepare_data', 'finish_run', 'train', 'main']
 
 # %% ../nbs/04_training.ipynb #d4d59998
 Dtype = Literal['auto', 'bf16', 'fp32']
@@ -89,6 +89,8 @@ class TrainConfig(ModelConfig):
     keep_every: int = 0              # also keep ckpt_NNNNNN.pt every this many steps (a checkpoint is written then); 0 = none
     resume: bool = False             # continue the run in out_dir/run_name from its newest intact checkpoint
     overwrite: bool = False          # start over in a folder that holds a run, deleting that run
+    train_mix: str = ''              # draw training sequences from several sources: 'SOURCE=WEIGHT,...' (weights normalised); '' = train_data alone
+    train_limit: int = 0             # use only the first N tokens of each training source (small-data experiments); 0 = all
 
     def __post_init__(self): pass    # no check on construction: `validate` checks every field and names the key
 
@@ -113,6 +115,9 @@ def _convert(key: str, value: Any, where: str) -> Any:
     "`value` (a CLI string or a JSON value) as the type of field `key`, or a ValueError naming both."
     tp = _field_types()[key]
     def bad(why): return ValueError(f"{where}: bad value {value!r} for {key}: {why}")
+    if type(None) in typing.get_args(tp):  # an optional field, `int | None`: null / 'none' is None, else the other type
+        if value is None or (isinstance(value, str) and value.lower() in ('none', 'null')): return None
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
     if typing.get_origin(tp) is Literal:
         if value not in typing.get_args(tp): raise bad(f"expected one of {', '.join(map(str, typing.get_args(tp)))}")
         return value
@@ -154,10 +159,26 @@ def config_from_dict(d: dict[str, Any], # field values (JSON types or CLI string
 # %% ../nbs/04_training.ipynb #6c1d2f80
 _TEXT_SUFFIXES, _TOKEN_SUFFIXES = ('.txt', '.txt.gz'), ('.bin', '.npy')
 
-def is_text_source(source: str, # a data source: 'tinystories_sample' or a file name
+def is_text_source(source: str, # a data source: 'tinystories_sample', 'corpus:NAME' or a file name
                   ) -> bool:
-    "Is `source` text to tokenize (the embedded sample, .txt, .txt.gz in any case) rather than a token file?"
-    return source == 'tinystories_sample' or source.lower().endswith(_TEXT_SUFFIXES)
+    "Is `source` text to tokenize (the embedded sample, a named corpus, .txt, .txt.gz in any case) rather than a token file?"
+    return source == 'tinystories_sample' or source.startswith('corpus:') or source.lower().endswith(_TEXT_SUFFIXES)
+
+def parse_mix(spec: str, # 'SOURCE=WEIGHT,...', e.g. 'tinystories_sample=0.75,corpus:sotu=0.25'
+             ) -> dict[str, float]:
+    "The sources of a training mix and their weights, normalised to sum to 1; a ValueError names what is wrong."
+    mix = {}
+    for part in spec.split(','):
+        source, eq, w = part.strip().rpartition('=')
+        if not eq or not source: raise ValueError(f"train_mix: {part.strip()!r} is not SOURCE=WEIGHT")
+        try: weight = float(w)
+        except ValueError: raise ValueError(f"train_mix: the weight of {source} is {w!r}, not a number") from None
+        if not math.isfinite(weight) or weight < 0: raise ValueError(f"train_mix: the weight of {source} is {weight}: weights must be finite and >= 0")
+        if source in mix: raise ValueError(f"train_mix: {source} is listed twice")
+        mix[source] = weight
+    total = math.fsum(mix.values())
+    if not total > 0: raise ValueError(f"train_mix: the weights sum to {total:g}: they must sum to a positive number")
+    return {s: w / total for s, w in mix.items()}
 
 def validate(cfg: TrainConfig, # the config to check
             ) -> TrainConfig:
@@ -183,9 +204,14 @@ def validate(cfg: TrainConfig, # the config to check
              f"must not exceed the cosine's end ({cfg.cosine_steps or cfg.max_steps}: cosine_steps, or max_steps when it is 0)")
     need(cfg.temperature >= 0, 'temperature', "must not be negative"); need(0 < cfg.top_p <= 1, 'top_p', "must be in (0, 1]")
     need(cfg.sample_prompt != '', 'sample_prompt', "must not be empty (it starts every sample and the final story)")
-    for k in ('train_data', 'val_data'):
-        need(is_text_source(getattr(cfg, k)) or getattr(cfg, k).lower().endswith(_TOKEN_SUFFIXES), k,
-             "expected tinystories_sample, a text file (.txt, .txt.gz) or a token file (.bin, .npy)")
+    sources = [('train_data', cfg.train_data), ('val_data', cfg.val_data)]
+    if cfg.train_mix:
+        try: sources += [('train_mix', s) for s in parse_mix(cfg.train_mix)]
+        except ValueError as e: raise ValueError(f"bad value {cfg.train_mix!r} for {e}") from None
+    for k, source in sources:
+        need(is_text_source(source) or source.lower().endswith(_TOKEN_SUFFIXES), k, "expected tinystories_sample, a text file "
+             "(.txt, .txt.gz), corpus:NAME (a corpus of llmcourse.data) or a token file (.bin, .npy)" + (f", not {source!r}" if k == 'train_mix' else ''))
+    need(cfg.train_limit == 0 or cfg.train_limit > cfg.context_length, 'train_limit', f"must be 0 (all) or above context_length={cfg.context_length}")
     need(cfg.device == 'auto' or cfg.device.split(':')[0] in ('cpu', 'cuda', 'mps'), 'device', "expected auto, cpu, cuda, cuda:N or mps")
     need(bool(cfg.run_name) and '/' not in cfg.run_name, 'run_name', "must be a non-empty folder name")
     need(not cfg.wandb or importlib.util.find_spec('wandb') is not None, 'wandb', "needs the wandb package: pip install wandb")
@@ -257,15 +283,19 @@ def resolve_cache_dir(cache_dir: str = '', # the config's cache_dir; '' = $LLMCO
     "The folder where tokenizers and tokenized data are cached."
     return Path(cache_dir or os.environ.get('LLMCOURSE_CACHE') or Path.home() / '.cache' / 'llmcourse')
 
+def _source_file(source: str, split: str) -> Path:
+    "The file of a source: 'corpus:NAME' is the best copy present of that corpus's split (`corpus_path`)."
+    return corpus_path(source[len('corpus:'):], split, verbose=False) if source.startswith('corpus:') else Path(source)
+
 def _text_of(source: str, split: str) -> str:
-    return tinystories_sample(split) if source == 'tinystories_sample' else read_text(source)
+    return tinystories_sample(split) if source == 'tinystories_sample' else read_text(_source_file(source, split))
 
 def _key(*parts: Any) -> str: return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
-def _source_id(source: str) -> Any:
+def _source_id(source: str, split: str = 'train') -> Any:
     "What identifies a data source's content, cheaply: the embedded sample by name, a file by path, size and mtime."
     if source == 'tinystories_sample': return source
-    p = Path(source)
+    p = _source_file(source, split)
     if not p.is_file(): raise FileNotFoundError(f"data file not found: {source}")
     return [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns]
 
@@ -307,12 +337,12 @@ def prepare_tokens(tok: Tokenizer, # the run's tokenizer
                   ) -> np.ndarray:
     "The token ids of a data source, memory-mapped: a token file as it is, a text tokenized once (`tokenize_file`) and cached."
     if is_text_source(source):
-        path = (cache or resolve_cache_dir()) / f"tokens-{_key(_source_id(source), split, _tokenizer_id(tok))}.bin"
+        path = (cache or resolve_cache_dir()) / f"tokens-{_key(_source_id(source, split), split, _tokenizer_id(tok))}.bin"
         if not (path.exists() and sidecar_path(path).exists()):
             t0 = time.time()
             with tempfile.TemporaryDirectory() as tmp:
                 text = source
-                if source == 'tinystories_sample' or source.lower().endswith('.gz'):  # tokenize_file reads a plain text file
+                if source == 'tinystories_sample' or source.startswith('corpus:') or source.lower().endswith('.gz'):  # tokenize_file reads a plain text file
                     text = Path(tmp) / 'text.txt'; text.write_text(_text_of(source, split), encoding='utf-8')
                 meta = tokenize_file(tok, text, path, progress=False, tokenizer_name='the run tokenizer')
             log(f"tokenized {source} ({split}): {meta['num_tokens']:,} tokens in {time.time() - t0:.1f}s")
@@ -358,6 +388,41 @@ class BatchSampler:
                        ) -> None:
         "Continue from a saved state."
         self.generator.set_state(state['generator'])
+
+# %% ../nbs/04_training.ipynb #a14e0402
+class MixtureSampler(BatchSampler):
+    "`BatchSampler` over several token arrays: each sequence's source is drawn with the mix's weights, then its window."
+    def __init__(self, sources: list[np.ndarray], # token ids of each source
+                 weights: list[float], # each source's share of the sequences (normalised here)
+                 batch_size: int, # sequences per global batch
+                 context_length: int, # tokens per sequence
+                 seed: int, # seeds the generator (the same on every process)
+                 rank: int = 0, # this process
+                 world_size: int = 1, # the number of processes
+                 device: str | torch.device = 'cpu', # where batches go
+                ):
+        super().__init__(sources[0], batch_size, context_length, seed, rank, world_size, device)
+        if len(sources) != len(weights): raise ValueError(f"{len(sources)} sources but {len(weights)} weights")
+        w = torch.tensor(weights, dtype=torch.float64)
+        if not (w >= 0).all() or not w.sum() > 0: raise ValueError(f"the weights {weights} must be >= 0 and sum to a positive number")
+        for i, s in enumerate(sources):
+            if len(s) <= context_length: raise ValueError(f"source {i} holds {len(s):,} tokens, too few for context_length {context_length}")
+        self.sources, self.weights = sources, w / w.sum()
+
+    def _global_batch(self) -> tuple[torch.Tensor, torch.Tensor]:  # (B, T) each, on the CPU
+        which = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=self.generator)  # (B,) a source per row
+        x = torch.empty(self.batch_size, self.context_length, dtype=torch.long); y = torch.empty_like(x)
+        for i, tokens in enumerate(self.sources):  # every source in order, so the draws don't depend on which rows they fill
+            rows = (which == i).nonzero().flatten()
+            if len(rows): x[rows], y[rows] = get_batch(tokens, len(rows), self.context_length, 'cpu', self.generator)
+        return x, y
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        "The next (x, y) batch, each (batch_size / world_size, context_length)."
+        x, y = self._global_batch()
+        b = self.batch_size // self.world_size
+        mine = slice(self.rank * b, (self.rank + 1) * b)
+        return x[mine].to(self.device, non_blocking=True), y[mine].to(self.device, non_blocking=True)
 
 # %% ../nbs/04_training.ipynb #b2083e1e
 def autocast_for(device: torch.device, # where the model runs
@@ -557,7 +622,7 @@ def read_summary(run_dir: Path, # a run folder
 
 # %% ../nbs/04_training.ipynb #6b8c3f52
 _MUST_MATCH = tuple(k for k in ModelConfig.field_names() if k != 'attention') + (  # attention: same maths, fused or not
-    'train_data', 'tokenizer', 'batch_size', 'grad_accum', 'seed')
+    'train_data', 'tokenizer', 'batch_size', 'grad_accum', 'seed', 'train_mix', 'train_limit')
 
 def check_resumable(state: dict, # a checkpoint's dictionary (`read_checkpoint`)
                     cfg: TrainConfig, # the config of the resumed run
@@ -567,7 +632,7 @@ def check_resumable(state: dict, # a checkpoint's dictionary (`read_checkpoint`)
     missing = [k for k in RUN_ENTRIES if k not in state]
     if missing: raise RunFolderError(f"--resume: {name} is not a run checkpoint of llmcourse.train (it lacks {', '.join(missing)}), "
                                      "so there is no run state to continue; load its weights with load_checkpoint instead")
-    old = state['config']
+    old = asdict(TrainConfig()) | state['config']  # a key an older checkpoint lacks had its default (today's behaviour)
     diff = [k for k in _MUST_MATCH if old.get(k) != getattr(cfg, k)]
     if diff: raise RunFolderError(f"--resume: {name} was trained with different " + ', '.join(
         f"{k} ({old.get(k)!r}, now {getattr(cfg, k)!r})" for k in diff) + "; start a new run (another --run_name) to change them")
@@ -688,7 +753,7 @@ def _all_finite(model: nn.Module) -> bool:
 
 # %% ../nbs/04_training.ipynb #0d5e2b7c
 def build_state(cfg: TrainConfig, # the run's config
-                train_tokens: np.ndarray, # the training tokens
+                train_tokens: np.ndarray | list[np.ndarray], # the training tokens (one array per source with train_mix)
                 device: torch.device, # where the model lives
                 rank: int = 0, # this process
                 world: int = 1, # the number of processes
@@ -701,7 +766,9 @@ def build_state(cfg: TrainConfig, # the run's config
     plateau = ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience, cooldown=0,
                                 min_delta=cfg.min_delta, min_lr=cfg.min_lr) if cfg.schedule == 'plateau' else None
     stopper = EarlyStopping(patience=cfg.early_stop_patience, min_delta=cfg.min_delta) if cfg.early_stop_patience else None
-    sampler = BatchSampler(train_tokens, cfg.batch_size, cfg.context_length, cfg.seed, rank, world, device)
+    sampler = (MixtureSampler(train_tokens, list(parse_mix(cfg.train_mix).values()), cfg.batch_size, cfg.context_length, cfg.seed,
+                              rank, world, device) if cfg.train_mix else
+               BatchSampler(train_tokens, cfg.batch_size, cfg.context_length, cfg.seed, rank, world, device))
     return RunState(model, optimizer, sampler, plateau, stopper)
 
 @torch.no_grad()
@@ -872,13 +939,16 @@ def _checkpoint(st: RunState, ckpt: Path, cfg: TrainConfig) -> None:
 def prepare_data(cfg: TrainConfig, # the run's config (data, tokenizer, vocab_size, context_length, cache_dir)
                  own_tokenizer: bool = False, # use the run folder's tokenizer/ (a resumed run) instead of preparing one
                  log: Callable = print, # where the one-line reports go
-                ) -> tuple[Tokenizer, np.ndarray, np.ndarray]:
-    "The tokenizer and the training and validation tokens of a run, from the cache or made (and cached) now."
+                ) -> tuple[Tokenizer, np.ndarray | list[np.ndarray], np.ndarray]:
+    "The tokenizer, the training tokens (a list of them with train_mix, in its order) and the validation tokens of a run."
     cache, own = resolve_cache_dir(cfg.cache_dir), cfg.run_dir / 'tokenizer'
     tok = Tokenizer.from_dir(own) if own_tokenizer and own.is_dir() else \
           prepare_tokenizer(cfg.train_data, cfg.vocab_size, cfg.tokenizer, cache, log)
-    return (tok, prepare_tokens(tok, cfg.train_data, 'train', cfg.vocab_size, cfg.context_length, cache, log),
-            prepare_tokens(tok, cfg.val_data, 'valid', cfg.vocab_size, cfg.context_length, cache, log))
+    def train_tokens(source):
+        tokens = prepare_tokens(tok, source, 'train', cfg.vocab_size, cfg.context_length, cache, log)
+        return tokens[:cfg.train_limit] if cfg.train_limit else tokens
+    train = [train_tokens(s) for s in parse_mix(cfg.train_mix)] if cfg.train_mix else train_tokens(cfg.train_data)
+    return tok, train, prepare_tokens(tok, cfg.val_data, 'valid', cfg.vocab_size, cfg.context_length, cache, log)
 
 def _open_wandb(cfg: TrainConfig):
     "A wandb run in the run folder (offline unless WANDB_MODE says otherwise)."
@@ -947,7 +1017,7 @@ def train(cfg: TrainConfig, # the run's config
                 log(f"resumed {cfg.run_dir} at step {st.step:,}")
             n_params = sum(p.numel() for p in st.model.parameters())
             log(f"{cfg.run_dir}: {n_params / 1e6:.2f}M parameters, {cfg.tokens_per_step:,} tokens/step "
-                f"({cfg.batch_size} × {cfg.context_length} × {cfg.grad_accum}), {len(train_tokens):,} training tokens, "
+                f"({cfg.batch_size} × {cfg.context_length} × {cfg.grad_accum}), {sum(map(len, train_tokens)) if cfg.train_mix else len(train_tokens):,} training tokens, "
                 f"{device}{f' × {world}' if world > 1 else ''}, {dtype}")
             diverged, signum = _train_phase(cfg, st, tok, val_tokens, device, dtype, rank, world, log)
             if st.status == 'interrupted': log(f"stopped at step {st.step:,}: saved {cfg.run_dir / 'ckpt_last.pt'}; continue with --resume true")

@@ -74,7 +74,7 @@ def test_peak_flops_and_mfu():
 
 def test_bad_configs():
     with pytest.raises(ValueError, match='config is missing d_ff'): model_config({k: v for k, v in SMALL.items() if k != 'd_ff'})
-    with pytest.raises(ValueError, match='config norm must be one of'): param_counts(SMALL | dict(norm='layer'))
+    with pytest.raises(ValueError, match='config norm must be one of'): param_counts(SMALL | dict(norm='batch'))
     with pytest.raises(ValueError, match='num_heads=5 must divide'): forward_flops(SMALL | dict(num_heads=5))
     with pytest.raises(ValueError, match='d_model must be a positive int'): param_counts(SMALL | dict(d_model=-4))
     with pytest.raises(ValueError, match='size must be one of'): gpt2_config('huge')

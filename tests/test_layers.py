@@ -267,8 +267,8 @@ def test_bf16_model_runs_and_keeps_float32_rope_tables():
 # ---- bad arguments ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('kw, message', [
-    (dict(norm='layer'), 'norm must be one of'), (dict(norm_position='middle'), 'norm_position must be one of'),
-    (dict(position='alibi'), 'position must be one of'), (dict(ffn='gelu'), 'ffn must be one of'),
+    (dict(norm='batch'), 'norm must be one of'), (dict(norm_position='middle'), 'norm_position must be one of'),
+    (dict(position='alibi'), 'position must be one of'), (dict(ffn='relu'), 'ffn must be one of'),
     (dict(attention='flash'), 'attention must be one of'), (dict(tie_embeddings='yes'), 'tie_embeddings must be a bool'),
     (dict(num_heads=5), 'num_heads=5 must divide d_model=64'), (dict(d_model=0), 'd_model must be a positive int'),
     (dict(vocab_size=-1), 'vocab_size must be a positive int'), (dict(num_layers=2.0), 'num_layers must be a positive int'),

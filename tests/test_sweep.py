@@ -119,7 +119,7 @@ def test_points_names_and_commands(tmp_path, cache):
     ({'grid': {'lr': [{'lr': 1e-3, 'min_rl': 1e-4}]}}, "grid axis lr: unknown config key 'min_rl'"),
     ({'grid': {'lr': [{'lr': 1e-3, 'min_lr': 1e-4}]}, 'variants': [{'name': 'a', 'min_lr': 0.0}]}, 'variant a sets min_lr'),
     ({'grid': {'lr': [-1.0]}}, 'point lr=-1.*bad value -1.0 for lr'),
-    ({'grid': {'norm': ['layer']}}, 'bad value .layer. for norm'),
+    ({'grid': {'norm': ['batch']}}, 'bad value .batch. for norm'),
     ({'grid': {'lr': [1e-3]}, 'parallell': 2}, 'unknown sweep key parallell'),
     ({'base': 'configs/nothing.json', 'grid': {'lr': [1e-3]}}, 'base config file configs/nothing.json not found'),
     ({'base': {'n_layer': 2}, 'grid': {'lr': [1e-3]}}, "base: unknown config key 'n_layer'"),

@@ -72,7 +72,7 @@ def test_cli_errors_name_the_key(tmp_path):
     with pytest.raises(ValueError, match="bad value 1.5 for max_steps"):
         cfg.write_text(json.dumps({'max_steps': 1.5})); parse_args([str(cfg)])
     with pytest.raises(ValueError, match='lr: must be a positive number'): parse_args(['--lr', '-1'])
-    with pytest.raises(ValueError, match='expected one of rms, none'): parse_args(['--norm', 'layer'])
+    with pytest.raises(ValueError, match='expected one of rms, none, layer'): parse_args(['--norm', 'batch'])
     c = parse_args([str(ROOT / 'configs' / 'tinystories_cs336.json'), '--max_steps', '300'])
     assert (c.vocab_size, c.context_length, c.d_model, c.num_layers, c.num_heads, c.d_ff, c.rope_theta, c.batch_size) == \
         (10000, 256, 512, 4, 16, 1344, 10000.0, 128)
