@@ -315,6 +315,7 @@ class MultiHeadSelfAttention(nn.Module):
                  *,
                  attention: str = 'fused',       # 'fused': F.scaled_dot_product_attention; 'scratch': this module's code
                  num_kv_heads: int | None = None, # key/value heads, dividing num_heads: None = num_heads (MHA), 1 = MQA
+                 qk_norm: bool = False,          # RMSNorm each head's query and key (gain of size d_k) before RoPE
                  device: torch.device | str | None = None, # where the weights live
                  dtype: torch.dtype | None = None, # the weights' dtype
                  bias: bool = False, # biases in the four projections (GPT-2)
@@ -334,6 +335,9 @@ class MultiHeadSelfAttention(nn.Module):
         if theta is not None and max_seq_len is None: raise ValueError("max_seq_len is required when theta (RoPE) is given")
         self.rope = (RotaryPositionalEmbedding(theta, self.d_k, max_seq_len, device=device, dtype=dtype)
                      if theta is not None else None)
+        # QK-norm (Dehghani et al. 2023; OLMo 2, Qwen3): bounded attention logits, whatever the scale of q_proj and k_proj
+        self.q_norm = RMSNorm(self.d_k, device=device, dtype=dtype) if qk_norm else None
+        self.k_norm = RMSNorm(self.d_k, device=device, dtype=dtype) if qk_norm else None
 
     def _heads(self, t, n):  # (..., seq, n · d_k) -> (..., n, seq, d_k)
         return t.unflatten(-1, (n, self.d_k)).transpose(-3, -2)
@@ -346,6 +350,7 @@ class MultiHeadSelfAttention(nn.Module):
         seq = x.shape[-2]
         q = self._heads(self.q_proj(x), self.num_heads)                                # (..., H, seq, d_k)
         k, v = self._heads(self.k_proj(x), self.num_kv_heads), self._heads(self.v_proj(x), self.num_kv_heads)  # (..., H_kv, seq, d_k)
+        if self.q_norm is not None: q, k = self.q_norm(q), self.k_norm(k)          # per head, over d_k
         if self.rope is not None: q, k = self.rope(q, token_positions), self.rope(k, token_positions)
         if self.attention == 'fused': y = fused_attention(q, k, v, is_causal=True)
         else:
@@ -436,6 +441,7 @@ class TransformerBlock(nn.Module):
                  num_experts: int | None = None,       # a mixture of this many FFN experts; None = one dense FFN
                  moe_top_k: int = 1,                   # experts per token, with num_experts
                  capacity_factor: float | None = None, # expert capacity, with num_experts; None = no limit
+                 qk_norm: bool = False,                # RMSNorm on each head's queries and keys
                  device: torch.device | str | None = None, # where the weights live
                  dtype: torch.dtype | None = None, # the weights' dtype
                  bias: bool = False,                   # biases in the attention and FFN matrices (GPT-2)
@@ -451,7 +457,8 @@ class TransformerBlock(nn.Module):
         self.norm_position = norm_position
         self.ln1 = _make_norm(norm, d_model, device, dtype, norm_eps)
         self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta if position == 'rope' else None,
-                                           attention=attention, num_kv_heads=num_kv_heads, device=device, dtype=dtype, bias=bias)
+                                           attention=attention, num_kv_heads=num_kv_heads, qk_norm=qk_norm, device=device, dtype=dtype,
+                                           bias=bias)
         self.ln2 = _make_norm(norm, d_model, device, dtype, norm_eps)
         self.drop = nn.Dropout(dropout) if dropout else nn.Identity()  # no parameters: the state dict is unchanged
         if bias and num_experts is not None: raise ValueError("bias=True is not supported with num_experts (a mixture of experts)")
@@ -495,6 +502,7 @@ class ModelConfig:
     dropout: float | None = None     # dropout rate in [0, 1) on embeddings and residual branches; None = none
     norm_eps: float | None = None    # the norms' epsilon; None = 1e-5 (Llama 2 checkpoints use 1e-6 or 1e-5)
     kgram_k: int | None = None       # tokens a k-gram MLP baseline sees (its k), required with arch='kgram_*'
+    qk_norm: bool = False            # RMSNorm on each head's queries and keys before RoPE (QK-norm; notebook 07)
 
     def __post_init__(self): _check_model_config(self)
 
@@ -594,6 +602,7 @@ class TransformerLM(nn.Module):
                  dropout: float | None = None,         # dropout on embeddings and residual branches; None = none
                  norm_eps: float | None = None,        # the norms' epsilon; None = 1e-5
                  kgram_k: int | None = None,           # must be None here (a k-gram MLP's k)
+                 qk_norm: bool = False,                # RMSNorm on each head's queries and keys before RoPE
                  device: torch.device | str | None = None, # where the weights live
                  dtype: torch.dtype | None = None, # the weights' dtype
                 ):
@@ -602,13 +611,13 @@ class TransformerLM(nn.Module):
                           norm_position=norm_position, position=position, ffn=ffn, tie_embeddings=tie_embeddings,
                           attention=attention, num_kv_heads=num_kv_heads, num_experts=num_experts, moe_top_k=moe_top_k,
                           capacity_factor=capacity_factor, arch=arch, bias=bias, dropout=dropout, norm_eps=norm_eps,
-                          kgram_k=kgram_k)  # checks every field
+                          kgram_k=kgram_k, qk_norm=qk_norm)  # checks every field
         if arch != 'transformer': raise ValueError(f"TransformerLM is arch='transformer', not {arch!r}: build the baselines with ModelConfig.build")
         self.config = asdict(cfg)  # a plain dict: checkpoints and the accounting rebuild the model from it
         self.vocab_size, self.context_length = vocab_size, context_length
         kw = dict(norm=norm, norm_position=norm_position, position=position, ffn=ffn, attention=attention,
                   num_kv_heads=num_kv_heads, num_experts=num_experts, moe_top_k=moe_top_k, capacity_factor=capacity_factor,
-                  device=device, dtype=dtype, bias=bias, dropout=dropout, norm_eps=norm_eps)
+                  qk_norm=qk_norm, device=device, dtype=dtype, bias=bias, dropout=dropout, norm_eps=norm_eps)
         self.token_embeddings = Embedding(vocab_size, d_model, device=device, dtype=dtype)
         # GPT-2's learned absolute positions: one vector per position, added to the token's (initialised as GPT-2's, std 0.01)
         self.position_embeddings = None
