@@ -66,7 +66,7 @@ def accounting_answers() -> dict:
                            **{f'share_{k.replace(" ", "_")}': v / f['total'] for k, v in f.items() if k != 'total'}}
     f = forward_flops(gpt2_config('xl', 16384))
     out['xl_16384'] = {'forward_tflops': f['total'] / 1e12, **{f'share_{k.replace(" ", "_")}': v / f['total'] for k, v in f.items() if k != 'total'}}
-    a100 = peak_flops('A100', 'fp32')
+    a100, h100 = peak_flops('A100', 'fp32'), peak_flops('H100 SXM', 'bf16')
     for ffn in ('swiglu', 'silu'):   # SwiGLU: three d_model x d_ff matrices; SiLU: the handout's two (W1, W2), d_ff = 4 d_model
         cfg = gpt2_config('xl', ffn=ffn)
         p, mem1, mem0 = param_counts(cfg), training_memory(cfg, 1), training_memory(cfg, 0)
@@ -78,7 +78,9 @@ def accounting_answers() -> dict:
                           'adamw_flops': adamw_flops(cfg), 'train_flops_per_token': flops_per_token(cfg),
                           'step_flops_batch_1024': flops_per_token(cfg) * 1024 * 1024 + adamw_flops(cfg),
                           'a100_fp32_peak_tflops': a100 / 1e12,
-                          'days_400k_steps_batch_1024_a100_fp32_mfu50': training_seconds(cfg, 400_000, 1024, a100) / 86400}
+                          'days_400k_steps_batch_1024_a100_fp32_mfu50': training_seconds(cfg, 400_000, 1024, a100) / 86400,
+                          'h100_bf16_peak_tflops': h100 / 1e12,
+                          'days_400k_steps_batch_1024_h100_bf16_mfu50': training_seconds(cfg, 400_000, 1024, h100) / 86400}
     return out
 
 def lr_toy_answers() -> dict:
