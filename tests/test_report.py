@@ -40,6 +40,12 @@ def test_the_answers_type_no_number_by_hand():
     loose = {c['id']: found for c in _cells() if (found := uncited_numbers(_outputs_md(c)))}
     assert loose == {}, f'uncited numbers in the generated answers: {loose}'
 
+def test_no_citation_sits_in_a_code_span():
+    "Inside backticks a citation's HTML shows raw on the page: the answers wrap cited text in <code> instead."
+    raw = {c['id']: m for c in _cells() if c['id'] != 'rp-root'   # (the lesson that shows a citation's HTML on purpose)
+           for m in re.findall(r'`[^`]*`', _outputs_md(c)) if '<span class="cite"' in m}
+    assert raw == {}, f'citations inside Markdown code spans: {raw}'
+
 def test_every_problem_has_a_section_with_cited_numbers():
     cells = _cells()
     heads = [(i, ''.join(c['source'])) for i, c in enumerate(cells) if c['cell_type'] == 'markdown' and ''.join(c['source']).startswith('## ')]
