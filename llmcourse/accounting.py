@@ -67,7 +67,7 @@ def param_counts(config, # a model config (see `model_config`)
     counts = {'token_embeddings': V * d,
               'attention': L * (2 * d * d + 2 * d * kv),
               'ffn': L * ffn,
-              'norms': L * 2 * norm + (norm if c['norm_position'] == 'pre' else 0),
+              'norms': L * 2 * norm + (norm if c['norm_position'] == 'pre' else 0) + L * 2 * d // c['num_heads'] * c['qk_norm'],
               'lm_head': 0 if c['tie_embeddings'] else V * d}
     return counts | {'total': sum(counts.values())}
 

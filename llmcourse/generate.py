@@ -111,6 +111,7 @@ def _cached_attention(attn: nn.Module, # the block's MultiHeadSelfAttention
     H, H_kv, d_k = attn.num_heads, attn.num_kv_heads, attn.d_k
     q = attn.q_proj(x).view(B, T, H, d_k).transpose(1, 2)                                         # (B, H, T, d_k)
     k, v = (proj(x).view(B, T, H_kv, d_k).transpose(1, 2) for proj in (attn.k_proj, attn.v_proj))  # (B, H_kv, T, d_k)
+    if attn.q_norm is not None: q, k = attn.q_norm(q), attn.k_norm(k)  # QK-norm, as in the layer's forward
     if attn.rope is not None: q, k = attn.rope(q, positions), attn.rope(k, positions)
     k_cache[:, :, start:start + T] = k
     v_cache[:, :, start:start + T] = v

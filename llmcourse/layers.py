@@ -254,6 +254,7 @@ class MultiHeadSelfAttention(nn.Module):
                  *,
                  attention: str = 'fused',       # 'fused': F.scaled_dot_product_attention; 'scratch': this module's code
                  num_kv_heads: int | None = None, # key/value heads, dividing num_heads: None = num_heads (MHA), 1 = MQA
+                 qk_norm: bool = False,          # RMSNorm each head's query and key (gain of size d_k) before RoPE
                  device: torch.device | str | None = None, # where the weights live
                  dtype: torch.dtype | None = None, # the weights' dtype
                 ):
@@ -272,6 +273,9 @@ class MultiHeadSelfAttention(nn.Module):
         if theta is not None and max_seq_len is None: raise ValueError("max_seq_len is required when theta (RoPE) is given")
         self.rope = (RotaryPositionalEmbedding(theta, self.d_k, max_seq_len, device=device, dtype=dtype)
                      if theta is not None else None)
+        # QK-norm (Dehghani et al. 2023; OLMo 2, Qwen3): bounded attention logits, whatever the scale of q_proj and k_proj
+        self.q_norm = RMSNorm(self.d_k, device=device, dtype=dtype) if qk_norm else None
+        self.k_norm = RMSNorm(self.d_k, device=device, dtype=dtype) if qk_norm else None
 
     def _heads(self, t, n):  # (..., seq, n · d_k) -> (..., n, seq, d_k)
         return t.unflatten(-1, (n, self.d_k)).transpose(-3, -2)
@@ -284,6 +288,7 @@ class MultiHeadSelfAttention(nn.Module):
         seq = x.shape[-2]
         q = self._heads(self.q_proj(x), self.num_heads)                                # (..., H, seq, d_k)
         k, v = self._heads(self.k_proj(x), self.num_kv_heads), self._heads(self.v_proj(x), self.num_kv_heads)  # (..., H_kv, seq, d_k)
+        if self.q_norm is not None: q, k = self.q_norm(q), self.k_norm(k)          # per head, over d_k
         if self.rope is not None: q, k = self.rope(q, token_positions), self.rope(k, token_positions)
         if self.attention == 'fused': y = fused_attention(q, k, v, is_causal=True)
         else:
@@ -371,6 +376,7 @@ class TransformerBlock(nn.Module):
                  num_experts: int | None = None,       # a mixture of this many FFN experts; None = one dense FFN
                  moe_top_k: int = 1,                   # experts per token, with num_experts
                  capacity_factor: float | None = None, # expert capacity, with num_experts; None = no limit
+                 qk_norm: bool = False,                # RMSNorm on each head's queries and keys
                  device: torch.device | str | None = None, # where the weights live
                  dtype: torch.dtype | None = None, # the weights' dtype
                 ):
@@ -383,7 +389,7 @@ class TransformerBlock(nn.Module):
         self.norm_position = norm_position
         self.ln1 = _make_norm(norm, d_model, device, dtype)
         self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta if position == 'rope' else None,
-                                           attention=attention, num_kv_heads=num_kv_heads, device=device, dtype=dtype)
+                                           attention=attention, num_kv_heads=num_kv_heads, qk_norm=qk_norm, device=device, dtype=dtype)
         self.ln2 = _make_norm(norm, d_model, device, dtype)
         self.ffn = (_make_ffn(ffn, d_model, d_ff, device, dtype) if num_experts is None else
                     MoEFeedForward(d_model, d_ff, num_experts, moe_top_k, capacity_factor, ffn=ffn, device=device, dtype=dtype))
@@ -420,6 +426,7 @@ class ModelConfig:
     num_experts: int | None = None   # a mixture of this many FFN experts per block; None = one dense FFN (notebook 10)
     moe_top_k: Literal[1, 2] = 1     # experts per token (Switch: 1, GShard/Mixtral: 2), with num_experts
     capacity_factor: float | None = None  # tokens an expert takes, as a multiple of its fair share; None = no limit
+    qk_norm: bool = False            # RMSNorm on each head's queries and keys before RoPE (QK-norm; notebook 07)
 
     def __post_init__(self): _check_model_config(self)
 
@@ -500,6 +507,7 @@ class TransformerLM(nn.Module):
                  num_experts: int | None = None,       # mixture-of-experts FFNs; None = dense
                  moe_top_k: int = 1,                   # experts per token, with num_experts
                  capacity_factor: float | None = None, # expert capacity, with num_experts; None = no limit
+                 qk_norm: bool = False,                # RMSNorm on each head's queries and keys before RoPE
                  device: torch.device | str | None = None, # where the weights live
                  dtype: torch.dtype | None = None, # the weights' dtype
                 ):
@@ -507,12 +515,12 @@ class TransformerLM(nn.Module):
         cfg = ModelConfig(vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta, norm=norm,
                           norm_position=norm_position, position=position, ffn=ffn, tie_embeddings=tie_embeddings,
                           attention=attention, num_kv_heads=num_kv_heads, num_experts=num_experts, moe_top_k=moe_top_k,
-                          capacity_factor=capacity_factor)  # checks every field
+                          capacity_factor=capacity_factor, qk_norm=qk_norm)  # checks every field
         self.config = asdict(cfg)  # a plain dict: checkpoints and the accounting rebuild the model from it
         self.vocab_size, self.context_length = vocab_size, context_length
         kw = dict(norm=norm, norm_position=norm_position, position=position, ffn=ffn, attention=attention,
                   num_kv_heads=num_kv_heads, num_experts=num_experts, moe_top_k=moe_top_k, capacity_factor=capacity_factor,
-                  device=device, dtype=dtype)
+                  qk_norm=qk_norm, device=device, dtype=dtype)
         self.token_embeddings = Embedding(vocab_size, d_model, device=device, dtype=dtype)
         self.layers = nn.ModuleList([TransformerBlock(d_model, num_heads, d_ff, context_length, rope_theta, **kw)
                                      for _ in range(num_layers)])

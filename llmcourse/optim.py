@@ -14,7 +14,8 @@ from torch.autograd.function import once_differentiable
 _is_compiling = getattr(torch.compiler, 'is_compiling', lambda: False)  # torch.compiler.is_compiling is new in torch 2.3
 
 # %% auto #0
-__all__ = ['cross_entropy', 'SGD', 'AdamW', 'lr_cosine_schedule', 'gradient_clipping', 'ReduceLROnPlateau', 'EarlyStopping']
+__all__ = ['cross_entropy', 'SGD', 'AdamW', 'lr_cosine_schedule', 'lr_wsd_schedule', 'gradient_clipping', 'ReduceLROnPlateau',
+           'EarlyStopping', 'muon_split', 'MuonAdamW']
 
 # %% ../nbs/03_optimizer.ipynb #dd68a268
 class _CrossEntropy(torch.autograd.Function):
@@ -195,6 +196,25 @@ def lr_cosine_schedule(it: int, # iteration t, from 0
     progress = (it - warmup_iters) / (cosine_cycle_iters - warmup_iters)
     return min_learning_rate + 0.5 * (1 + math.cos(math.pi * progress)) * (max_learning_rate - min_learning_rate)
 
+# %% ../nbs/03_optimizer.ipynb #09e81964
+def lr_wsd_schedule(it: float, # iteration t, from 0
+                    max_learning_rate: float, # α_max, reached at the end of the warmup and held
+                    min_learning_rate: float, # α_min, reached at total_iters
+                    warmup_iters: int, # T_w: iterations of linear warmup from 0
+                    total_iters: float, # T: the run's length (may be an estimate, hence a float)
+                    decay_fraction: float = 0.2, # f: the last fraction of total_iters spent decaying linearly
+                   ) -> float:
+    "Learning rate at iteration `it`: linear warmup, constant at the maximum, linear decay over the last `decay_fraction`."
+    if it < 0: raise ValueError(f"iteration it={it} must be >= 0")
+    if warmup_iters < 0: raise ValueError(f"warmup_iters={warmup_iters} must be >= 0")
+    if total_iters < warmup_iters: raise ValueError(f"total_iters={total_iters} must be >= warmup_iters={warmup_iters}")
+    if not 0 <= decay_fraction <= 1: raise ValueError(f"decay_fraction={decay_fraction} must be in [0, 1]")
+    if it < warmup_iters: return it / warmup_iters * max_learning_rate
+    if it >= total_iters: return min_learning_rate
+    decay_start = max(warmup_iters, (1 - decay_fraction) * total_iters)  # T_d
+    if it <= decay_start: return max_learning_rate
+    return max_learning_rate + (it - decay_start) / (total_iters - decay_start) * (min_learning_rate - max_learning_rate)
+
 # %% ../nbs/03_optimizer.ipynb #5a4afa9e
 def _norms(tensors):
     "Each tensor's L2 norm, accumulated in float32 or wider (float64 gradients keep float64), in a few multi-tensor kernels."
@@ -304,3 +324,50 @@ def _load_counters(obj, state_dict):
     if missing := keys - set(state_dict): raise KeyError(f"{type(obj).__name__} state_dict lacks {sorted(missing)}")
     if unknown := set(state_dict) - keys: raise KeyError(f"{type(obj).__name__} state_dict has unknown keys {sorted(unknown)}")
     for k in obj._state_keys: setattr(obj, k, state_dict[k])
+
+# %% ../nbs/03_optimizer.ipynb #44199fbf
+def muon_split(named_params: Iterable[tuple[str, Tensor]], # a model's `named_parameters()`
+               no_muon: tuple[str, ...] = ('token_embeddings', 'lm_head'), # name prefixes kept on AdamW
+              ) -> tuple[list[Tensor], list[Tensor]]:
+    "(matrices for Muon, the rest for AdamW): 2-D weights inside the blocks go to Muon; embeddings, head and gains don't."
+    muon, rest = [], []
+    for name, p in named_params:
+        if not p.requires_grad: continue
+        (muon if p.dim() == 2 and not name.startswith(no_muon) else rest).append(p)
+    return muon, rest
+
+class MuonAdamW:
+    "torch.optim.Muon on the hidden matrices and AdamW on everything else, as one optimizer with one learning rate."
+    def __init__(self, muon_params: list[Tensor], # 2-D hidden matrices
+                 adamw_groups: list[dict], # parameter groups for AdamW (each with its weight_decay)
+                 lr: float = 1e-3, # the learning rate of both (Muon's step is RMS-matched to AdamW's)
+                 betas: tuple[float, float] = (0.9, 0.999), # AdamW's β1, β2
+                 eps: float = 1e-8, # AdamW's ε
+                 weight_decay: float = 0.01, # decoupled decay of the Muon matrices
+                 momentum: float = 0.95, # Muon's (Nesterov) momentum
+                ):
+        if not hasattr(torch.optim, 'Muon'): raise ValueError(f"Muon needs torch >= 2.9 (torch.optim.Muon); this is torch {torch.__version__}")
+        self.muon = torch.optim.Muon(muon_params, lr=lr, weight_decay=weight_decay, momentum=momentum, adjust_lr_fn='match_rms_adamw')
+        self.adamw = AdamW(adamw_groups, lr=lr, betas=betas, eps=eps)
+
+    @property
+    def param_groups(self) -> list[dict]: return self.muon.param_groups + self.adamw.param_groups  # the loop sets each 'lr'
+    @property
+    def state(self) -> dict: return {**self.muon.state, **self.adamw.state}
+
+    def step(self) -> None:
+        "One update of both halves."
+        self.muon.step(); self.adamw.step()
+
+    def zero_grad(self, set_to_none: bool = True, # drop the gradients instead of zeroing them
+                 ) -> None:
+        "Clear both halves' gradients."
+        self.muon.zero_grad(set_to_none); self.adamw.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict: return {'muon': self.muon.state_dict(), 'adamw': self.adamw.state_dict()}
+
+    def load_state_dict(self, state: dict, # from `state_dict`
+                       ) -> None:
+        "Restore both halves; a plain AdamW state (another optimizer's checkpoint) is refused by name."
+        if set(state) != {'muon', 'adamw'}: raise ValueError("not a MuonAdamW state (it lacks 'muon' and 'adamw'): was the run trained with AdamW?")
+        self.muon.load_state_dict(state['muon']); self.adamw.load_state_dict(state['adamw'])

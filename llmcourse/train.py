@@ -20,7 +20,7 @@ from .data import get_batch, load_tokens, sidecar_path, tinystories_sample, toke
 from .files import EOT, atomic_copy, atomic_write, read_text, remove_temporary_files
 from .generate import generate
 from .layers import ModelConfig, pick_device
-from .optim import AdamW, EarlyStopping, ReduceLROnPlateau, cross_entropy, gradient_clipping, lr_cosine_schedule
+from .optim import AdamW, EarlyStopping, MuonAdamW, ReduceLROnPlateau, cross_entropy, gradient_clipping, lr_cosine_schedule, lr_wsd_schedule, muon_split
 from .tokenizer import Tokenizer, train_bpe
 try: import fcntl  # POSIX file locks (Linux, macOS); on Windows the run folder is not locked
 except ImportError: fcntl = None
@@ -28,12 +28,12 @@ except ImportError: fcntl = None
 # %% auto #0
 __all__ = ['Dtype', 'SPECIAL_TOKENS', 'FINAL_STATUSES', 'RUN_ENTRIES', 'EXIT_CODES', 'TrainConfig', 'config_from_dict',
            'is_text_source', 'validate', 'load_config', 'parse_args', 'usage', 'resolve_cache_dir', 'prepare_tokenizer',
-           'prepare_tokens', 'BatchSampler', 'autocast_for', 'train_step', 'scheduled_lr', 'setup_distributed',
-           'setup_torch', 'resolve_dtype', 'param_groups', 'from_rank0', 'rank0_first', 'perplexity', 'read_metrics',
-           'load_metrics', 'append_metrics', 'truncate_metrics', 'ascii_plot', 'RunFolderError', 'holds_run',
-           'locked_run_dir', 'read_summary', 'check_resumable', 'RunPlan', 'plan_run', 'write_run_folder', 'RunState',
-           'build_state', 'evaluate', 'sample_text', 'StopFlag', 'stop_on_signals', 'divergence', 'run_loop',
-           'prepare_data', 'finish_run', 'train', 'main']
+           'prepare_tokens', 'BatchSampler', 'autocast_for', 'train_step', 'scheduled_lr', 'budget_horizon',
+           'setup_distributed', 'setup_torch', 'resolve_dtype', 'param_groups', 'from_rank0', 'rank0_first',
+           'perplexity', 'read_metrics', 'load_metrics', 'append_metrics', 'truncate_metrics', 'ascii_plot',
+           'RunFolderError', 'holds_run', 'locked_run_dir', 'read_summary', 'check_resumable', 'RunPlan', 'plan_run',
+           'write_run_folder', 'RunState', 'build_optimizer', 'build_state', 'evaluate', 'sample_text', 'StopFlag',
+           'stop_on_signals', 'divergence', 'run_loop', 'prepare_data', 'finish_run', 'train', 'main']
 
 # %% ../nbs/04_training.ipynb #d4d59998
 Dtype = Literal['auto', 'bf16', 'fp32']
@@ -58,7 +58,7 @@ class TrainConfig(ModelConfig):
     z_loss: float = 0.0              # coefficient of the log-partition (z) loss; 0 = off
     # --- schedule
     max_steps: int = 400             # optimizer steps
-    schedule: Literal['cosine', 'plateau', 'constant'] = 'cosine'  # after warmup: cosine decay, cut on plateau, or flat
+    schedule: Literal['cosine', 'plateau', 'constant', 'wsd'] = 'cosine'  # after warmup: cosine decay, cut on plateau, flat, or warmup-stable-decay
     warmup_steps: int = 20           # linear warmup from 0 to lr
     cosine_steps: int = 0            # step where the cosine reaches min_lr; 0 = max_steps
     plateau_factor: float = 0.5      # plateau schedule: multiply lr by this ...
@@ -89,6 +89,11 @@ class TrainConfig(ModelConfig):
     keep_every: int = 0              # also keep ckpt_NNNNNN.pt every this many steps (a checkpoint is written then); 0 = none
     resume: bool = False             # continue the run in out_dir/run_name from its newest intact checkpoint
     overwrite: bool = False          # start over in a folder that holds a run, deleting that run
+    # --- fixed compute (notebook 07)
+    optimizer: Literal['adamw', 'muon'] = 'adamw'  # AdamW for every weight, or Muon for the blocks' matrices (AdamW for the rest)
+    wsd_decay: float = 0.2           # schedule wsd: the last fraction of the run spent decaying linearly to min_lr
+    time_budget: float = 0.0         # seconds of training (time_clock) after which the run ends, its schedule ending with it; 0 = off
+    time_clock: Literal['cpu', 'wall'] = 'cpu'  # the budget's clock: this process's CPU time (shared CPUs), or wall time (GPUs)
 
     def __post_init__(self): pass    # no check on construction: `validate` checks every field and names the key
 
@@ -178,7 +183,10 @@ def validate(cfg: TrainConfig, # the config to check
     need(0 <= cfg.beta1 < 1, 'beta1', "must be in [0, 1)"); need(0 <= cfg.beta2 < 1, 'beta2', "must be in [0, 1)")
     need(0 < cfg.plateau_factor < 1, 'plateau_factor', "must be in (0, 1)")
     need(cfg.diverge_factor == 0 or cfg.diverge_factor > 1, 'diverge_factor', "must be 0 (off) or above 1")
-    if cfg.schedule == 'cosine':
+    need(0 <= cfg.wsd_decay <= 1, 'wsd_decay', "must be in [0, 1] (a fraction of the run)")
+    need(cfg.time_budget >= 0 and math.isfinite(cfg.time_budget), 'time_budget', "must be 0 (off) or a positive number of seconds")
+    need(cfg.optimizer != 'muon' or hasattr(torch.optim, 'Muon'), 'optimizer', f"muon needs torch >= 2.9 (torch.optim.Muon), not {torch.__version__}")
+    if cfg.schedule in ('cosine', 'wsd'):
         need((cfg.cosine_steps or cfg.max_steps) >= cfg.warmup_steps, 'warmup_steps',
              f"must not exceed the cosine's end ({cfg.cosine_steps or cfg.max_steps}: cosine_steps, or max_steps when it is 0)")
     need(cfg.temperature >= 0, 'temperature', "must not be negative"); need(0 < cfg.top_p <= 1, 'top_p', "must be in (0, 1]")
@@ -398,13 +406,25 @@ def scheduled_lr(step: int, # the number of optimizer steps already taken
                  min_lr: float, # the cosine's floor
                  warmup_steps: int, # linear warmup from 0 to lr
                  cosine_steps: int, # where the cosine reaches min_lr
-                 schedule: str = 'cosine', # 'cosine', 'plateau' or 'constant'
+                 schedule: str = 'cosine', # 'cosine', 'plateau', 'constant' or 'wsd'
+                 wsd_decay: float = 0.2, # wsd: the fraction of cosine_steps spent decaying
                 ) -> float | None:
     "The learning rate of optimizer step `step`, or None where the plateau scheduler sets it."
     if schedule == 'cosine': return lr_cosine_schedule(step, lr, min_lr, warmup_steps, cosine_steps)
+    if schedule == 'wsd': return lr_wsd_schedule(step, lr, min_lr, warmup_steps, cosine_steps, wsd_decay)  # cosine_steps: where it ends
     if step < warmup_steps: return lr * step / warmup_steps
     if step == warmup_steps or schedule == 'constant': return lr
     return None
+
+def budget_horizon(step: int, # optimizer steps taken
+                   spent: float, # seconds of the budget spent on them
+                   budget: float, # the time budget in seconds
+                   warmup_steps: int, # the schedule's warmup
+                   max_steps: int, # the cap on steps
+                  ) -> float:
+    "Where the schedule of a time-budgeted run ends: the steps the budget will buy at the pace so far (steps / fraction spent)."
+    if step == 0 or spent <= 0: return float(max_steps)  # no pace yet: only the warmup, which needs no end, is used
+    return min(float(max_steps), max(float(warmup_steps), step * budget / spent))
 
 # %% ../nbs/04_training.ipynb #7bec5cdc
 def setup_distributed(device: str = 'auto', # 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'
@@ -557,7 +577,7 @@ def read_summary(run_dir: Path, # a run folder
 
 # %% ../nbs/04_training.ipynb #6b8c3f52
 _MUST_MATCH = tuple(k for k in ModelConfig.field_names() if k != 'attention') + (  # attention: same maths, fused or not
-    'train_data', 'tokenizer', 'batch_size', 'grad_accum', 'seed')
+    'train_data', 'tokenizer', 'batch_size', 'grad_accum', 'seed', 'optimizer')
 
 def check_resumable(state: dict, # a checkpoint's dictionary (`read_checkpoint`)
                     cfg: TrainConfig, # the config of the resumed run
@@ -568,12 +588,13 @@ def check_resumable(state: dict, # a checkpoint's dictionary (`read_checkpoint`)
     if missing: raise RunFolderError(f"--resume: {name} is not a run checkpoint of llmcourse.train (it lacks {', '.join(missing)}), "
                                      "so there is no run state to continue; load its weights with load_checkpoint instead")
     old = state['config']
-    diff = [k for k in _MUST_MATCH if old.get(k) != getattr(cfg, k)]
+    old = {k: old.get(k, getattr(TrainConfig(), k)) for k in _MUST_MATCH}  # a field newer than the checkpoint: its default
+    diff = [k for k in _MUST_MATCH if old[k] != getattr(cfg, k)]
     if diff: raise RunFolderError(f"--resume: {name} was trained with different " + ', '.join(
-        f"{k} ({old.get(k)!r}, now {getattr(cfg, k)!r})" for k in diff) + "; start a new run (another --run_name) to change them")
-    if old.get('max_steps') != cfg.max_steps and cfg.schedule == 'cosine' and not cfg.cosine_steps:
+        f"{k} ({old[k]!r}, now {getattr(cfg, k)!r})" for k in diff) + "; start a new run (another --run_name) to change them")
+    if state['config'].get('max_steps') != cfg.max_steps and cfg.schedule == 'cosine' and not cfg.cosine_steps:
         raise RunFolderError(f"--resume: max_steps changed ({old.get('max_steps')} to {cfg.max_steps}), which moves the end of "
-                             f"the cosine schedule and makes the learning rate jump; pin it with --cosine_steps {old.get('max_steps')}")
+                             f"the cosine schedule and makes the learning rate jump; pin it with --cosine_steps {state['config'].get('max_steps')}")
     if cfg.max_steps < state['iteration']:
         raise RunFolderError(f"--resume: {name} is at step {state['iteration']:,}, past max_steps {cfg.max_steps:,}")
 
@@ -656,6 +677,7 @@ class RunState:
     wall_time: float = 0.0           # seconds of training in earlier legs of the run
     saved_step: int | None = None    # the step of the newest checkpoint on disk
     leg_start: float = field(default_factory=time.time)  # when this process's leg of the run started
+    budget_spent: float = 0.0        # seconds of the time budget's clock spent on training steps, over all legs
 
     def elapsed(self) -> float:
         "Seconds of training over all legs of the run."
@@ -668,7 +690,7 @@ class RunState:
         save_checkpoint(self.model, self.optimizer, self.step, path, config=config, rng=rng_state(),
                         sampler=self.sampler.state_dict(), plateau=self.plateau.state_dict() if self.plateau else None,
                         early_stop=self.stopper.state_dict() if self.stopper else None, loss_window=list(self.loss_window),
-                        first_loss=self.first_loss, status=self.status, wall_time=self.elapsed())
+                        first_loss=self.first_loss, status=self.status, wall_time=self.elapsed(), budget_spent=self.budget_spent)
 
     def restore(self, state: dict, # a run checkpoint's dictionary (`read_checkpoint`)
                 name: str, # the checkpoint's file, for messages
@@ -681,23 +703,38 @@ class RunState:
         if self.stopper and state.get('early_stop'): self.stopper.load_state_dict(state['early_stop'])
         self.step, self.loss_window = state['iteration'], list(state['loss_window'])
         self.first_loss, self.wall_time = state.get('first_loss'), state.get('wall_time', 0.0)
+        self.budget_spent = state.get('budget_spent', 0.0)
         set_rng_state(state['rng'])
 
 def _all_finite(model: nn.Module) -> bool:
     return bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
 
 # %% ../nbs/04_training.ipynb #0d5e2b7c
+def build_optimizer(model: nn.Module, # the model
+                    optimizer: str, # 'adamw' or 'muon'
+                    lr: float, # the peak learning rate
+                    betas: tuple[float, float], # AdamW's β1, β2
+                    eps: float, # AdamW's ε
+                    weight_decay: float, # decay of the matrices
+                   ) -> torch.optim.Optimizer | MuonAdamW:
+    "AdamW on `param_groups`, or Muon on the blocks' matrices with AdamW on the embeddings, the head and the gains."
+    groups = param_groups(model, weight_decay)
+    if optimizer == 'adamw': return AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    mats, _ = muon_split(unwrap_model(model).named_parameters())
+    on_muon = {id(p) for p in mats}
+    rest = [{**g, 'params': [p for p in g['params'] if id(p) not in on_muon]} for g in groups]
+    return MuonAdamW(mats, rest, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
 def build_state(cfg: TrainConfig, # the run's config
                 train_tokens: np.ndarray, # the training tokens
                 device: torch.device, # where the model lives
                 rank: int = 0, # this process
                 world: int = 1, # the number of processes
                ) -> RunState:
-    "A fresh run state: the model initialised from `cfg.seed`, AdamW, the schedulers the config asks for, the sampler."
+    "A fresh run state: the model initialised from `cfg.seed`, its optimizer, the schedulers the config asks for, the sampler."
     torch.manual_seed(cfg.seed)
     model = cfg.model.build(device)
-    optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                      weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps, cfg.weight_decay)
     plateau = ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience, cooldown=0,
                                 min_delta=cfg.min_delta, min_lr=cfg.min_lr) if cfg.schedule == 'plateau' else None
     stopper = EarlyStopping(patience=cfg.early_stop_patience, min_delta=cfg.min_delta) if cfg.early_stop_patience else None
@@ -794,7 +831,7 @@ def _evaluation(cfg: TrainConfig, st: RunState, fwd: nn.Module, tok: Tokenizer, 
     st.loss_window = []
     return {'step': st.step, 'tokens': st.step * cfg.tokens_per_step, 'train_loss': train_loss, 'val_loss': val,
             'train_ppl': perplexity(train_loss), 'val_ppl': perplexity(val), 'lr': st.optimizer.param_groups[0]['lr'],
-            'tokens_per_sec': round(speed[0], 1), 'mfu': speed[1]}
+            'tokens_per_sec': round(speed[0], 1), 'mfu': speed[1], 'time_s': round(st.budget_spent, 3)}
 
 def _log_evaluation(row: dict, model: nn.Module, tok: Tokenizer, cfg: TrainConfig, log: Callable, wb: Any | None) -> None:
     "Rank 0: append the row to metrics.jsonl (and wandb), and print it with a sample."
@@ -820,20 +857,26 @@ def run_loop(cfg: TrainConfig, # the run's config
              log: Callable, # where messages go
              wb: Any | None = None, # a wandb run, or None
             ) -> str | None:
-    "Train until max_steps, an early stop, a stop signal or divergence; sets `st.status`; returns why it diverged, or None."
+    "Train until max_steps or the time budget, an early stop, a stop signal or divergence; sets `st.status`; returns why it diverged, or None."
     amp, ckpt = autocast_for(device, dtype), cfg.run_dir / 'ckpt_last.pt'
     bar = tqdm(total=cfg.max_steps, initial=st.step, disable=rank != 0 or not sys.stderr.isatty(),  # a bar only on a terminal
                dynamic_ncols=True, desc=cfg.run_name, mininterval=1)
     pending = []  # the losses of the steps since the last sync, left on the device
     t_last, step_last, speed = time.time(), st.step, (0.0, None)
+    clock = time.process_time if cfg.time_clock == 'cpu' else time.perf_counter  # the time budget's clock
     try:
         while st.step < cfg.max_steps:
-            lr = scheduled_lr(st.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.cosine_steps or cfg.max_steps, cfg.schedule)
+            t0 = clock()
+            end = (budget_horizon(st.step, st.budget_spent, cfg.time_budget, cfg.warmup_steps, cfg.max_steps) if cfg.time_budget
+                   else cfg.cosine_steps or cfg.max_steps)
+            lr = scheduled_lr(st.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, end, cfg.schedule, cfg.wsd_decay)
             pending.append(train_step(net, st.optimizer, lambda: next(st.sampler), cfg.grad_accum, lr, cfg.grad_clip, cfg.z_loss, amp))
             st.step += 1
             step = st.step
-            is_eval = step % cfg.eval_every == 0 or step == cfg.max_steps
-            is_ckpt = any(n and step % n == 0 for n in (cfg.checkpoint_every, cfg.keep_every)) or step == cfg.max_steps
+            # the budget counts whole steps with their syncs (where a GPU's queued work is waited for), not evaluations or checkpoints
+            last = step == cfg.max_steps or bool(cfg.time_budget and st.budget_spent + clock() - t0 >= cfg.time_budget)
+            is_eval = step % cfg.eval_every == 0 or last
+            is_ckpt = any(n and step % n == 0 for n in (cfg.checkpoint_every, cfg.keep_every)) or last
             if step % cfg.log_every == 0 or is_eval or is_ckpt or (world == 1 and stop):
                 losses, asked = _sync(pending, bool(stop), world, device)
                 pending, st.loss_window = [], st.loss_window + losses
@@ -847,6 +890,7 @@ def run_loop(cfg: TrainConfig, # the run's config
                                     + (f" | MFU {speed[1]:.0%}" if speed[1] is not None else '')
                                     + f" | lr {st.optimizer.param_groups[0]['lr']:.2e}", refresh=False)
                 bar.update(step - bar.n)
+            st.budget_spent += clock() - t0
             if is_eval:
                 row = _evaluation(cfg, st, fwd, tok, val_tokens, device, dtype, rank, world, speed)
                 if not math.isfinite(row['val_loss']): return f"the validation loss is {row['val_loss']} at step {step:,}"
@@ -855,7 +899,7 @@ def run_loop(cfg: TrainConfig, # the run's config
                 if st.stopper and st.stopper.step(row['val_loss']):
                     log(f"early stopping at step {step:,}: no val-loss improvement in {cfg.early_stop_patience} evaluations")
                     st.status, is_ckpt = 'early_stopped', True
-            if step == cfg.max_steps and st.status == 'running': st.status = 'finished'
+            if last and st.status == 'running': st.status = 'finished'
             if is_ckpt:
                 if not _all_finite(st.model): return f"the parameters hold NaN/inf after step {step:,}"
                 if rank == 0: _checkpoint(st, ckpt, cfg)
@@ -918,7 +962,8 @@ def finish_run(cfg: TrainConfig, # the run's config
                'final_val_loss': rows[-1]['val_loss'] if rows else None, 'best_val_loss': best,
                'final_val_ppl': perplexity(rows[-1]['val_loss']) if rows else None,
                'best_val_ppl': perplexity(best) if best is not None else None,
-               'wall_time_s': round(st.elapsed(), 1), 'diverged_at_step': st.step if diverged else None}
+               'wall_time_s': round(st.elapsed(), 1), 'diverged_at_step': st.step if diverged else None,
+               'train_time_s': round(st.budget_spent, 2), 'time_clock': cfg.time_clock}
     atomic_write(cfg.run_dir / 'summary.json', json.dumps(summary, indent=2) + '\n')
     return summary
 
@@ -929,6 +974,8 @@ def train(cfg: TrainConfig, # the run's config
     "Train a model as `cfg` says; returns the run's summary (also in run_dir/summary.json), with its folder and size."
     validate(cfg)
     rank, world, device = setup_distributed(cfg.device)
+    if cfg.time_budget and world > 1:  # each process's clock would set its own schedule and stopping step
+        raise ValueError(f"time_budget needs a single process (this run has {world}): set a step budget (max_steps) instead")
     log = log or ((lambda *a: tqdm.write(' '.join(map(str, a)))) if rank == 0 else (lambda *a: None))
     setup_torch(cfg.threads, device)
     dtype = resolve_dtype(cfg.dtype, device)
