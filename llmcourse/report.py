@@ -69,8 +69,10 @@ def evaluate(spec: dict, # a citation: {'op', 'src': [[path, key], ...], 'fmt', 
 
 # %% ../nbs/90_report.ipynb #rp-span
 # Characters that Markdown, Quarto's smart punctuation or MathJax would read (a '|' cuts a table cell, '--' becomes a dash,
-# '$' starts maths), written as HTML character references: the page shows them as they are, and html.unescape reads them back.
-_ESCAPES = str.maketrans({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', **{ch: f'&#{ord(ch)};' for ch in '\\`*_[]~|-#$'}})
+# '$' starts maths, a blank line ends a paragraph or a quote), written as HTML character references: the page shows them as
+# they are (the site's styles.css keeps a cited text's line breaks), and html.unescape reads them back.
+_ESCAPES = str.maketrans({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', '\n': '&#10;',
+                          **{ch: f'&#{ord(ch)};' for ch in '\\`*_[]~|-#$'}})
 def _attr(s: str) -> str: return s.translate(_ESCAPES)
 
 def span(spec: dict, # the citation
