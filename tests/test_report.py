@@ -34,6 +34,8 @@ def test_every_number_of_the_page_matches_its_source():
     n, problems = check_notebook(PAGE, ROOT)
     assert n >= 150, f'the committed page shows only {n} cited numbers: was it executed before committing?'
     assert problems == [], 'numbers of the report differ from the files they cite:\n  ' + '\n  '.join(problems)
+    text = page_text(PAGE)
+    assert text.count('<span class="cite"') == len(citations_in(text)), 'a citation span the check cannot read'
 
 def test_the_answers_type_no_number_by_hand():
     "What the page's code cells show (the answers, the tables) cites every decimal and every number of four digits or more."
