@@ -3,7 +3,7 @@ citation (`llmcourse.report`): it is read back here from its committed file and 
 must exist. The check is shown to fail: on a copy of the cited files with one value changed, a key removed and a file
 deleted, and on a page whose shown number was edited. The deterministic answer files are what reports/answers/answers.py
 computes now, and every handout problem has its section with cited numbers."""
-import importlib.util, json, re, shutil
+import importlib.util, json, re, shutil, subprocess
 from pathlib import Path
 import pytest
 from llmcourse.report import (CitationError, Ledger, check_notebook, check_text, citations_in, page_text, read_value, span,
@@ -47,6 +47,14 @@ def test_no_citation_sits_in_a_code_span():
     raw = {c['id']: m for c in _cells() if c['id'] != 'rp-root'   # (the lesson that shows a citation's HTML on purpose)
            for m in re.findall(r'`[^`]*`', _outputs_md(c)) if '<span class="cite"' in m}
     assert raw == {}, f'citations inside Markdown code spans: {raw}'
+
+def test_every_cited_file_is_committed():
+    "A fresh clone has only what git tracks: a cited file that is merely present here would be missing there."
+    r = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0: pytest.skip('not a git checkout')
+    tracked = set(r.stdout.splitlines())
+    cited = {p for spec, _ in citations_in(page_text(PAGE)) for p, _ in spec['src']}
+    assert cited - tracked == set(), f'cited but not committed: {sorted(cited - tracked)}'
 
 def test_every_problem_has_a_section_with_cited_numbers():
     cells = _cells()
