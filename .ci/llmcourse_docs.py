@@ -17,7 +17,8 @@ export, and the wheel has no use for it. For each notebook it
   block, where a Markdown link shows raw. Links written by hand in docments stay, and the page check reports them.
 
 `sidebar(nbs)` is the sidebar, derived from the notebooks present: the home page, then "Course" (every numbered notebook
-that is not an experiment, in file order), then "Experiments" (06, 07, 09) and "Beyond assignment 1" (10 on), each once it has pages.
+that is not an experiment, in file order), then "Experiments" (06, 07, 09), "Report" (90, the answers and results page) and
+"Beyond assignment 1" (10 on), each once it has pages.
 `python .ci/llmcourse_docs.py sidebar` writes it to nbs/sidebar.yml (the Pages workflow does so before `nbdev_docs`, and
 tests/test_docs.py checks that the committed file is current).
 """
@@ -161,7 +162,7 @@ class ReaderView(Processor):
 # --- the sidebar ----------------------------------------------------------------------------------------------------
 
 # The sections and the notebook numbers in each; a number not listed is Course (08, the numpy model, belongs to the course).
-SECTIONS = {'Experiments': ('06', '07', '09'), 'Beyond assignment 1': ('10', '11', '12')}
+SECTIONS = {'Experiments': ('06', '07', '09'), 'Report': ('90',), 'Beyond assignment 1': ('10', '11', '12')}
 _numbered = re.compile(r'^(\d+)[a-z]?_')
 
 def site_notebooks(nbs: Path) -> list[Path]:

@@ -273,6 +273,9 @@ def test_sidebar_follows_the_notebooks(tmp_path):
     assert _sections(ld.sidebar(tmp_path)) == {**_sections(sb), 'Experiments': ['06_ablations.ipynb']}
     (tmp_path/'10_beyond.ipynb').write_text('{}')
     assert list(_sections(ld.sidebar(tmp_path))) == ['Course', 'Experiments', 'Beyond assignment 1']
+    (tmp_path/'90_report.ipynb').write_text('{}')   # the report: its own section, after the experiments
+    assert _sections(ld.sidebar(tmp_path))['Report'] == ['90_report.ipynb']
+    assert list(_sections(ld.sidebar(tmp_path))) == ['Course', 'Experiments', 'Report', 'Beyond assignment 1']
 
 def test_sidebar_reaches_every_notebook():
     import yaml
