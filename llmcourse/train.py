@@ -21,6 +21,7 @@ from .files import EOT, atomic_copy, atomic_write, read_text, remove_temporary_f
 from .generate import generate
 from .layers import ModelConfig, pick_device
 from .optim import AdamW, EarlyStopping, ReduceLROnPlateau, cross_entropy, gradient_clipping, lr_cosine_schedule
+from .scaling import mup_param_groups
 from .tokenizer import Tokenizer, train_bpe
 try: import fcntl  # POSIX file locks (Linux, macOS); on Windows the run folder is not locked
 except ImportError: fcntl = None
@@ -113,6 +114,9 @@ def _convert(key: str, value: Any, where: str) -> Any:
     "`value` (a CLI string or a JSON value) as the type of field `key`, or a ValueError naming both."
     tp = _field_types()[key]
     def bad(why): return ValueError(f"{where}: bad value {value!r} for {key}: {why}")
+    if type(None) in typing.get_args(tp):  # an optional field (int | None): null or 'none' is None, else the other type
+        if value is None or (isinstance(value, str) and value.lower() in ('none', 'null')): return None
+        tp = next(t for t in typing.get_args(tp) if t is not type(None))
     if typing.get_origin(tp) is Literal:
         if value not in typing.get_args(tp): raise bad(f"expected one of {', '.join(map(str, typing.get_args(tp)))}")
         return value
@@ -377,7 +381,7 @@ def train_step(model: nn.Module, # the model (maybe compiled / DDP-wrapped)
               ) -> torch.Tensor:
     "One optimizer step over `grad_accum` micro-batches; returns the mean loss as a 0-d tensor (no device sync)."
     if lr is not None:
-        for g in optimizer.param_groups: g['lr'] = lr
+        for g in optimizer.param_groups: g['lr'] = lr * g.get('lr_mult', 1.0)  # lr_mult: muP's per-layer rates (notebook 09)
     total = None
     for i in range(grad_accum):
         x, y = next_batch()
@@ -696,7 +700,8 @@ def build_state(cfg: TrainConfig, # the run's config
     "A fresh run state: the model initialised from `cfg.seed`, AdamW, the schedulers the config asks for, the sampler."
     torch.manual_seed(cfg.seed)
     model = cfg.model.build(device)
-    optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+    groups = param_groups(model, cfg.weight_decay) if cfg.mup_base_width is None else mup_param_groups(model, cfg.weight_decay, cfg.mup_base_width)
+    optimizer = AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                       weight_decay=cfg.weight_decay)
     plateau = ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience, cooldown=0,
                                 min_delta=cfg.min_delta, min_lr=cfg.min_lr) if cfg.schedule == 'plateau' else None
