@@ -12,8 +12,8 @@ from .accounting import flops_per_token, model_config, param_counts, six_n_flops
 from .layers import swiglu_d_ff
 
 # %% auto #0
-__all__ = ['model_shape', 'run_flops', 'isoflop_variants', 'fit_parabola', 'isoflop_minima', 'fit_power_law',
-           'bootstrap_power_laws', 'chinchilla_loss', 'fit_chinchilla', 'chinchilla_optimum', 'ladder_shapes',
+__all__ = ['model_shape', 'run_flops', 'isoflop_variants', 'read_runs', 'fit_parabola', 'isoflop_minima', 'fit_power_law',
+           'bootstrap_power_laws', 'chinchilla_loss', 'chinchilla_optimum', 'fit_chinchilla', 'ladder_shapes',
            'predict_run', 'mup_param_groups']
 
 # %% ../nbs/09_scaling.ipynb #ed531d4a
@@ -56,6 +56,24 @@ def isoflop_variants(budgets: list[float], # training FLOPs of each IsoFLOP prof
                         'd_ff': s['d_ff'], 'max_steps': steps, 'warmup_steps': max(2, round(warmup * steps)),
                         'eval_every': max(1, steps // evals)})
     return out
+
+# %% ../nbs/09_scaling.ipynb #2ab1dd8f
+def read_runs(folder, # a sweep folder of IsoFLOP runs, named C=BUDGET_... (llmcourse.sweep's)
+              train_tokens: int | None = None, # tokens of the training split, for the passes over it
+             ) -> 'pd.DataFrame':
+    "One row per finished run: its budget C, shape, N, D, the accounting's FLOPs, final validation loss, passes over the data, wall time."
+    import json
+    from pathlib import Path
+    import pandas as pd
+    from llmcourse.sweep import load_sweep  # here: llmcourse.train imports this module
+    df, rows = load_sweep(folder), []
+    for r in df[df.status == 'finished'].itertuples():
+        cfg = json.loads((Path(folder) / r.run / 'config.json').read_text())
+        f = run_flops(cfg, r.tokens)
+        rows.append({'run': r.run, 'C': float(r.run.split('_')[0].removeprefix('C=')), 'd_model': cfg['d_model'],
+                     'layers': cfg['num_layers'], 'N': f['N'], 'D': f['D'], 'C_run': f['C'], 'loss': r.final_val_loss,
+                     'epochs': f['D'] / train_tokens if train_tokens else None, 'wall_s': r.wall_time_s})
+    return pd.DataFrame(rows)
 
 # %% ../nbs/09_scaling.ipynb #c20e4da9
 def fit_parabola(x: np.ndarray, # e.g. ln N of one IsoFLOP profile's runs
@@ -109,7 +127,7 @@ def bootstrap_power_laws(runs, # the runs: columns C, N, D, loss
         out[k] = {'estimate': est[k], 'lo': float(np.quantile(v, lo)), 'hi': float(np.quantile(v, hi)), 'std': float(v.std())}
     return out
 
-# %% ../nbs/09_scaling.ipynb #bfd1fe8a
+# %% ../nbs/09_scaling.ipynb #1c4dab82
 def chinchilla_loss(params: dict, # E, A, alpha, B, beta
                     N: np.ndarray, # parameters
                     D: np.ndarray, # training tokens
@@ -117,6 +135,16 @@ def chinchilla_loss(params: dict, # E, A, alpha, B, beta
     "Hoffmann et al.'s parametric loss L(N, D) = E + A / N^α + B / D^β."
     return params['E'] + params['A'] / np.asarray(N, float) ** params['alpha'] + params['B'] / np.asarray(D, float) ** params['beta']
 
+def chinchilla_optimum(params: dict, # a fit_chinchilla result
+                       C: float | np.ndarray, # compute budgets, with C = 6ND
+                      ) -> dict:
+    "The compute-optimal N and D of L(N, D) under C = 6ND (Hoffmann et al. eq. 4), and the exponents a = β/(α+β), b = α/(α+β)."
+    al, be, A, B = params['alpha'], params['beta'], params['A'], params['B']
+    G = (al * A / (be * B)) ** (1 / (al + be))
+    C = np.asarray(C, float)
+    return {'N_opt': G * (C / 6) ** (be / (al + be)), 'D_opt': (C / 6) ** (al / (al + be)) / G, 'a': be / (al + be), 'b': al / (al + be)}
+
+# %% ../nbs/09_scaling.ipynb #bfd1fe8a
 def _huber(r: torch.Tensor, delta: float) -> torch.Tensor:
     return torch.where(r.abs() <= delta, 0.5 * r * r, delta * (r.abs() - 0.5 * delta))
 
@@ -149,15 +177,6 @@ def fit_chinchilla(N: np.ndarray, # parameters of each run
     f, (a, b, e, al, be) = min(fits, key=lambda t: t[0])
     return {'E': math.exp(e), 'A': math.exp(a), 'alpha': al.item(), 'B': math.exp(b), 'beta': be.item(), 'objective': f,
             'starts': starts, 'grid': len(grid)}
-
-def chinchilla_optimum(params: dict, # a fit_chinchilla result
-                       C: float | np.ndarray, # compute budgets, with C = 6ND
-                      ) -> dict:
-    "The compute-optimal N and D of L(N, D) under C = 6ND (Hoffmann et al. eq. 4), and the exponents a = β/(α+β), b = α/(α+β)."
-    al, be, A, B = params['alpha'], params['beta'], params['A'], params['B']
-    G = (al * A / (be * B)) ** (1 / (al + be))
-    C = np.asarray(C, float)
-    return {'N_opt': G * (C / 6) ** (be / (al + be)), 'D_opt': (C / 6) ** (al / (al + be)) / G, 'a': be / (al + be), 'b': al / (al + be)}
 
 # %% ../nbs/09_scaling.ipynb #a47cba29
 def ladder_shapes(max_d: int = 512, # the widest d_model considered
