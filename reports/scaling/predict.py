@@ -1,16 +1,19 @@
-"""Notebook 09's prediction, written before its run: fit the committed IsoFLOP runs, predict the compute-optimal model and its
-loss at 8e12 FLOPs (4x the largest fitted budget), write reports/scaling/prediction.json and the one-point sweep file that runs
-it, configs/sweeps/isoflop_prediction.json. Run from the repository root: python reports/scaling/predict.py"""
+"""Notebook 09's prediction, written before its run: fit the IsoFLOP runs of the budgets up to 1e12 FLOPs (the four that had
+finished when it was made: the build machine's load, 13-25 on 2 cores, would not have let a run 4x the fifth budget finish in
+the session), predict the compute-optimal model and its loss at 4e12 FLOPs (4x the largest fitted budget), write
+reports/scaling/prediction.json and the one-point sweep file that runs it, configs/sweeps/isoflop_prediction.json.
+Run from the repository root: python reports/scaling/predict.py"""
 import json, re, subprocess, time
 from pathlib import Path
 from llmcourse.files import atomic_write
 from llmcourse.scaling import bootstrap_power_laws, fit_chinchilla, predict_run, read_runs
 
-BUDGET, TOKENS_PER_STEP = 8e12, 8 * 128
+BUDGET, FITTED_MAX, TOKENS_PER_STEP = 4e12, 1e12, 8 * 128
 log = Path('reports/sweeps/isoflop/sweep.log').read_text()
 train_tokens = int(re.search(r'tokenized tinystories_sample \(train\): ([\d,]+) tokens', log).group(1).replace(',', ''))
 runs = read_runs('reports/sweeps/isoflop', train_tokens)
-assert len(runs) == 35, f"{len(runs)} finished runs: the sweep is not done"
+runs = runs[runs.C <= FITTED_MAX].reset_index(drop=True)
+assert len(runs) == 28, f"{len(runs)} finished runs up to {FITTED_MAX:g}: those budgets are not done"
 fit = fit_chinchilla(runs.N, runs.D, runs.loss)
 p = predict_run(runs, fit, BUDGET, TOKENS_PER_STEP, vocab_size=512)
 p |= {'fit': fit, 'exponents_bootstrap_90': bootstrap_power_laws(runs, n_boot=1000), 'fitted_budgets': sorted(runs.C.unique()),
@@ -21,7 +24,7 @@ atomic_write('reports/scaling/prediction.json', json.dumps(p, indent=2) + '\n')
 s = p['shape']
 base = json.loads(Path('configs/sweeps/isoflop.json').read_text())
 spec = {'_comment': (f"Notebook 09's prediction put to the test: the model reports/scaling/prediction.json chose for C = {BUDGET:g} training FLOPs "
-                     f"(4x the largest IsoFLOP budget), d_model {s['d_model']}, {s['num_layers']} layers, N = {p['N']:,.0f}, trained on "
+                     f"(4x the largest budget it was fitted on), d_model {s['d_model']}, {s['num_layers']} layers, N = {p['N']:,.0f}, trained on "
                      f"{p['D']:,} tokens ({p['max_steps']:,} steps of 1,024), the IsoFLOP sweep's settings otherwise. Written by "
                      "reports/scaling/predict.py; committed with the prediction before the run started."),
         'base': base['base'], 'set': base['set'],
