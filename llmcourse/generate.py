@@ -152,7 +152,8 @@ def forward_cached(model: nn.Module, # a TransformerLM
             x = block.ln2(x + block.ffn(x))
     cache.length = end
     if last_only: x = x[:, -1:]
-    return model.lm_head(model.ln_final(x))
+    logits, mult = model.lm_head(model.ln_final(x)), getattr(model, 'output_mult', 1.0)  # muP's output multiplier (notebook 09)
+    return logits if mult == 1.0 else logits * mult
 
 # %% ../nbs/05_decoding.ipynb #d0712769
 def _as_rows(prompt_ids, # one prompt or a batch

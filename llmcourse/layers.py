@@ -503,6 +503,7 @@ class ModelConfig:
     norm_eps: float | None = None    # the norms' epsilon; None = 1e-5 (Llama 2 checkpoints use 1e-6 or 1e-5)
     kgram_k: int | None = None       # tokens a k-gram MLP baseline sees (its k), required with arch='kgram_*'
     qk_norm: bool = False            # RMSNorm on each head's queries and keys before RoPE (QK-norm; notebook 07)
+    mup_base_width: int | None = None  # muP: the d_model whose tuned learning rate transfers to this width (notebook 09); None = standard parametrisation
 
     def __post_init__(self): _check_model_config(self)
 
@@ -558,6 +559,9 @@ def _check_model_config(cfg: ModelConfig):
         _check_positive_int('num_experts', cfg.num_experts)
         if cfg.moe_top_k > cfg.num_experts: raise ValueError(f"moe_top_k={cfg.moe_top_k} needs num_experts >= {cfg.moe_top_k}")
     elif cfg.capacity_factor is not None: raise ValueError("capacity_factor applies only with num_experts (a mixture of experts)")
+    if cfg.mup_base_width is not None:  # muP scales the output layer, which a tied embedding would share
+        _check_positive_int('mup_base_width', cfg.mup_base_width)
+        if cfg.tie_embeddings: raise ValueError("mup_base_width (muP) needs untied embeddings: tie_embeddings=False")
     cf = cfg.capacity_factor
     if cf is not None and (isinstance(cf, bool) or not isinstance(cf, (int, float)) or cf <= 0):
         raise ValueError(f"capacity_factor must be a positive number or None, not {cf!r}")
@@ -603,6 +607,7 @@ class TransformerLM(nn.Module):
                  norm_eps: float | None = None,        # the norms' epsilon; None = 1e-5
                  kgram_k: int | None = None,           # must be None here (a k-gram MLP's k)
                  qk_norm: bool = False,                # RMSNorm on each head's queries and keys before RoPE
+                 mup_base_width: int | None = None,    # muP's base width (notebook 09); None = standard parametrisation
                  device: torch.device | str | None = None, # where the weights live
                  dtype: torch.dtype | None = None, # the weights' dtype
                 ):
@@ -611,7 +616,7 @@ class TransformerLM(nn.Module):
                           norm_position=norm_position, position=position, ffn=ffn, tie_embeddings=tie_embeddings,
                           attention=attention, num_kv_heads=num_kv_heads, num_experts=num_experts, moe_top_k=moe_top_k,
                           capacity_factor=capacity_factor, arch=arch, bias=bias, dropout=dropout, norm_eps=norm_eps,
-                          kgram_k=kgram_k, qk_norm=qk_norm)  # checks every field
+                          kgram_k=kgram_k, qk_norm=qk_norm, mup_base_width=mup_base_width)  # checks every field
         if arch != 'transformer': raise ValueError(f"TransformerLM is arch='transformer', not {arch!r}: build the baselines with ModelConfig.build")
         self.config = asdict(cfg)  # a plain dict: checkpoints and the accounting rebuild the model from it
         self.vocab_size, self.context_length = vocab_size, context_length
@@ -630,6 +635,10 @@ class TransformerLM(nn.Module):
         self.ln_final = _make_norm(norm if norm_position == 'pre' else 'none', d_model, device, dtype, norm_eps)
         self.lm_head = Linear(d_model, vocab_size, device=device, dtype=dtype)
         if tie_embeddings: self.token_embeddings.weight = self.lm_head.weight
+        # muP (notebook 09): logits × base/width, and the output layer's std as the base model's × √(base/width); 1 = standard
+        self.output_mult = 1.0 if mup_base_width is None else mup_base_width / d_model
+        if mup_base_width is not None:
+            self.lm_head.weight.data.mul_(math.sqrt((d_model + vocab_size) / (mup_base_width + vocab_size) * self.output_mult))
         # RoPE's tables depend only on (rope_theta, d_k, context_length): share one copy between all layers
         for layer in self.layers[1:]:
             if layer.attn.rope is not None: layer.attn.rope = self.layers[0].attn.rope
@@ -644,7 +653,8 @@ class TransformerLM(nn.Module):
         if self.position_embeddings is not None: x = x + self.position_embeddings(torch.arange(seq, device=token_ids.device))
         x = self.drop(x)
         for layer in self.layers: x = layer(x)
-        return self.lm_head(self.ln_final(x))  # (..., seq, vocab_size)
+        logits = self.lm_head(self.ln_final(x))  # (..., seq, vocab_size)
+        return logits if self.output_mult == 1.0 else logits * self.output_mult
 
 def moe_aux_loss(model: nn.Module,          # a TransformerLM, after a forward pass
                  balance_coef: float = 0.01, # weight of the Switch load-balancing loss (Fedus et al. 2021 use 0.01)

@@ -21,6 +21,7 @@ from .files import EOT, atomic_copy, atomic_write, read_text, remove_temporary_f
 from .generate import generate
 from .layers import ModelConfig, pick_device
 from .optim import AdamW, EarlyStopping, MuonAdamW, ReduceLROnPlateau, cross_entropy, gradient_clipping, lr_cosine_schedule, lr_wsd_schedule, muon_split
+from .scaling import mup_param_groups
 from .tokenizer import Tokenizer, train_bpe
 try: import fcntl  # POSIX file locks (Linux, macOS); on Windows the run folder is not locked
 except ImportError: fcntl = None
@@ -451,7 +452,7 @@ def train_step(model: nn.Module, # the model (maybe compiled / DDP-wrapped)
               ) -> torch.Tensor:
     "One optimizer step over `grad_accum` micro-batches; returns the mean loss as a 0-d tensor (no device sync)."
     if lr is not None:
-        for g in optimizer.param_groups: g['lr'] = lr
+        for g in optimizer.param_groups: g['lr'] = lr * g.get('lr_mult', 1.0)  # lr_mult: muP's per-layer rates (notebook 09)
     total = None
     for i in range(grad_accum):
         x, y = next_batch()
@@ -781,9 +782,11 @@ def build_optimizer(model: nn.Module, # the model
                     betas: tuple[float, float], # AdamW's β1, β2
                     eps: float, # AdamW's ε
                     weight_decay: float, # decay of the matrices
+                    mup_base_width: int | None = None, # muP's base width (notebook 09): per-layer rates; None = standard
                    ) -> torch.optim.Optimizer | MuonAdamW:
-    "AdamW on `param_groups`, or Muon on the blocks' matrices with AdamW on the embeddings, the head and the gains."
-    groups = param_groups(model, weight_decay)
+    "AdamW on `param_groups` (muP's groups with a base width), or Muon on the blocks' matrices with AdamW on the embeddings, the head and the gains."
+    groups = (param_groups(model, weight_decay) if mup_base_width is None else
+              mup_param_groups(unwrap_model(model), weight_decay, mup_base_width))
     if optimizer == 'adamw': return AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     mats, _ = muon_split(unwrap_model(model).named_parameters())
     on_muon = {id(p) for p in mats}
@@ -799,7 +802,8 @@ def build_state(cfg: TrainConfig, # the run's config
     "A fresh run state: the model initialised from `cfg.seed`, its optimizer, the schedulers the config asks for, the sampler."
     torch.manual_seed(cfg.seed)
     model = cfg.model.build(device)
-    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps, cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps, cfg.weight_decay,
+                                cfg.mup_base_width)
     plateau = ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience, cooldown=0,
                                 min_delta=cfg.min_delta, min_lr=cfg.min_lr) if cfg.schedule == 'plateau' else None
     stopper = EarlyStopping(patience=cfg.early_stop_patience, min_delta=cfg.min_delta) if cfg.early_stop_patience else None
