@@ -14,7 +14,7 @@ from .layers import SIZE_FIELDS, Embedding, Linear, ModelConfig, gelu
 # %% auto #0
 __all__ = ['BASELINE_FIELDS', 'KGramMLP', 'LSTMLM', 'build_baseline', 'baseline_flops_per_token']
 
-# %% ../nbs/06a_baselines.ipynb #a14b006
+# %% ../nbs/06a_baselines.ipynb #a14b007
 _KGRAM = ('kgram_onehot', 'kgram_embed', 'kgram_conv')
 
 def _windows(token_ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

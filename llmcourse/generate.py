@@ -228,6 +228,8 @@ def _check_draft(model: nn.Module, draft_model: nn.Module, draft_tokens: int, us
     if isinstance(draft_tokens, bool) or not isinstance(draft_tokens, numbers.Integral) or draft_tokens < 1:
         raise ValueError(f"draft_tokens must be an integer >= 1, got {draft_tokens!r}")
     if not use_cache: raise ValueError("speculative decoding runs on the KV cache: draft_model needs use_cache=True")
+    if not (getattr(model, 'uses_kv_cache', True) and getattr(draft_model, 'uses_kv_cache', True)):
+        raise ValueError("speculative decoding runs on the KV cache, which only the Transformer has: not a baseline of notebook 06a")
     room = min(model.context_length, draft_model.context_length)
     longest = max(len(r) for r in rows) + max_new_tokens - 1  # the last new token is never fed back
     if longest > room:

@@ -131,6 +131,11 @@ def test_an_unknown_arch_is_an_error_naming_it(tmp_path, capsys):
     assert 'arch' in capsys.readouterr().err
 
 
+def test_speculative_decoding_refuses_a_baseline():
+    target, lstm = ModelConfig(vocab_size=300).build(), ModelConfig(vocab_size=300, arch='lstm').build()
+    with pytest.raises(ValueError, match='only the Transformer has'): generate(target, [1, 2], 4, draft_model=lstm)
+
+
 def test_a_state_dict_of_another_family_is_an_error_naming_both():
     lstm, transformer = ModelConfig(arch='lstm').build(), ModelConfig().build()
     with pytest.raises(ValueError, match='holds weights of the lstm family, but the model is of the transformer family'):
