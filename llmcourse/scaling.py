@@ -210,7 +210,7 @@ def mup_param_groups(model: nn.Module, # a TransformerLM built with mup_base_wid
                      weight_decay: float, # decay of the matrices
                      base_width: int, # the width whose learning rate is tuned
                     ) -> list[dict]:
-    "muP's Adam groups (Yang et al. 2022, table 8): the blocks' matrices learn at lr × base/width; embedding, output layer and gains at lr."
+    "muP's Adam groups (Yang et al. 2022, as the mup package has them): the blocks' matrices learn at lr × base/width; embedding, output layer and gains at lr."
     mult = base_width / model.config['d_model']
     hidden, other, vectors = [], [], []
     for name, p in model.named_parameters():  # a tied matrix appears once
