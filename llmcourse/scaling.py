@@ -14,7 +14,7 @@ from .layers import swiglu_d_ff
 # %% auto #0
 __all__ = ['model_shape', 'run_flops', 'isoflop_variants', 'read_runs', 'fit_parabola', 'isoflop_minima', 'fit_power_law',
            'bootstrap_power_laws', 'chinchilla_loss', 'chinchilla_optimum', 'fit_chinchilla', 'ladder_shapes',
-           'predict_run', 'mup_param_groups']
+           'predict_run']
 
 # %% ../nbs/09_scaling.ipynb #ed531d4a
 def model_shape(d_model: int, # residual stream width
@@ -204,20 +204,3 @@ def predict_run(runs, # the IsoFLOP runs the laws are fitted on: columns C, N, D
             'N': r['N'], 'D': r['D'], 'C': r['C'], 'tokens_per_param': r['D'] / r['N'],
             'loss_parametric': float(chinchilla_loss(fit, r['N'], r['D'])),  # the prediction to test
             'loss_minima_law': kl * budget ** g}  # the IsoFLOP minima's own trend, loss_opt ∝ C^γ, as a second opinion
-
-# %% ../nbs/09_scaling.ipynb #84deaeab
-def mup_param_groups(model: nn.Module, # a TransformerLM built with mup_base_width
-                     weight_decay: float, # decay of the matrices
-                     base_width: int, # the width whose learning rate is tuned
-                    ) -> list[dict]:
-    "muP's Adam groups (Yang et al. 2022, as the mup package has them): the blocks' matrices learn at lr × base/width; embedding, output layer and gains at lr."
-    mult = base_width / model.config['d_model']
-    hidden, other, vectors = [], [], []
-    for name, p in model.named_parameters():  # a tied matrix appears once
-        if not p.requires_grad: continue
-        if p.dim() < 2: vectors.append(p)
-        elif name.startswith('layers.') and 'router' not in name: hidden.append(p)  # both dimensions grow with the width
-        else: other.append(p)  # token_embeddings, lm_head (and a MoE router): one dimension grows
-    return [{'params': other, 'weight_decay': weight_decay, 'lr_mult': 1.0},  # first: its lr is the logged one
-            {'params': hidden, 'weight_decay': weight_decay, 'lr_mult': mult},
-            {'params': vectors, 'weight_decay': 0.0, 'lr_mult': 1.0}]

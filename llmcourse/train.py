@@ -21,7 +21,6 @@ from .files import EOT, atomic_copy, atomic_write, read_text, remove_temporary_f
 from .generate import generate
 from .layers import ModelConfig, pick_device
 from .optim import AdamW, EarlyStopping, MuonAdamW, ReduceLROnPlateau, cross_entropy, gradient_clipping, lr_cosine_schedule, lr_wsd_schedule, muon_split
-from .scaling import mup_param_groups
 from .tokenizer import Tokenizer, train_bpe
 try: import fcntl  # POSIX file locks (Linux, macOS); on Windows the run folder is not locked
 except ImportError: fcntl = None
@@ -31,11 +30,11 @@ __all__ = ['Dtype', 'SPECIAL_TOKENS', 'FINAL_STATUSES', 'RUN_ENTRIES', 'EXIT_COD
            'is_text_source', 'parse_mix', 'validate', 'load_config', 'parse_args', 'usage', 'resolve_cache_dir',
            'prepare_tokenizer', 'prepare_tokens', 'BatchSampler', 'MixtureSampler', 'autocast_for', 'train_step',
            'scheduled_lr', 'budget_horizon', 'setup_distributed', 'setup_torch', 'resolve_dtype', 'param_groups',
-           'from_rank0', 'rank0_first', 'perplexity', 'read_metrics', 'load_metrics', 'append_metrics',
-           'truncate_metrics', 'ascii_plot', 'RunFolderError', 'holds_run', 'locked_run_dir', 'read_summary',
-           'check_resumable', 'RunPlan', 'plan_run', 'write_run_folder', 'RunState', 'build_optimizer', 'build_state',
-           'evaluate', 'sample_text', 'StopFlag', 'stop_on_signals', 'divergence', 'run_loop', 'prepare_data',
-           'finish_run', 'train', 'main']
+           'mup_param_groups', 'from_rank0', 'rank0_first', 'perplexity', 'read_metrics', 'load_metrics',
+           'append_metrics', 'truncate_metrics', 'ascii_plot', 'RunFolderError', 'holds_run', 'locked_run_dir',
+           'read_summary', 'check_resumable', 'RunPlan', 'plan_run', 'write_run_folder', 'RunState', 'build_optimizer',
+           'build_state', 'evaluate', 'sample_text', 'StopFlag', 'stop_on_signals', 'divergence', 'run_loop',
+           'prepare_data', 'finish_run', 'train', 'main']
 
 # %% ../nbs/04_training.ipynb #d4d59998
 Dtype = Literal['auto', 'bf16', 'fp32']
@@ -525,6 +524,22 @@ def param_groups(model: nn.Module, # the model
     params = [p for p in model.parameters() if p.requires_grad]
     return [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
             {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
+
+def mup_param_groups(model: nn.Module, # a TransformerLM built with mup_base_width
+                     weight_decay: float, # decay of the matrices
+                     base_width: int, # the width whose learning rate is tuned
+                    ) -> list[dict]:
+    "muP's Adam groups (Yang et al. 2022, as the mup package has them): the blocks' matrices learn at lr × base/width; embedding, output layer and gains at lr."
+    mult = base_width / model.config['d_model']
+    hidden, other, vectors = [], [], []
+    for name, p in model.named_parameters():  # a tied matrix appears once
+        if not p.requires_grad: continue
+        if p.dim() < 2: vectors.append(p)
+        elif name.startswith('layers.') and 'router' not in name: hidden.append(p)  # both dimensions grow with the width
+        else: other.append(p)  # token_embeddings, lm_head (and a MoE router): one dimension grows
+    return [{'params': other, 'weight_decay': weight_decay, 'lr_mult': 1.0},  # first: its lr is the logged one
+            {'params': hidden, 'weight_decay': weight_decay, 'lr_mult': mult},
+            {'params': vectors, 'weight_decay': 0.0, 'lr_mult': 1.0}]
 
 # %% ../nbs/04_training.ipynb #2e9d4b61
 def from_rank0(fn: Callable[[], Any], # the work; its result must pickle

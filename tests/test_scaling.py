@@ -10,7 +10,8 @@ import torch
 from llmcourse.layers import ModelConfig
 from llmcourse.optim import AdamW, cross_entropy, gradient_clipping
 from llmcourse.scaling import (bootstrap_power_laws, chinchilla_loss, chinchilla_optimum, fit_chinchilla, fit_parabola,
-                               fit_power_law, isoflop_minima, isoflop_variants, model_shape, mup_param_groups, run_flops)
+                               fit_power_law, isoflop_minima, isoflop_variants, model_shape, run_flops)
+from llmcourse.train import mup_param_groups
 from llmcourse.train import TrainConfig, build_state, config_from_dict, param_groups, train_step
 
 TRUE = dict(E=1.69, A=406.4, alpha=0.34, B=410.7, beta=0.28)  # Hoffmann et al. 2022, approach 3
