@@ -120,3 +120,17 @@ def test_a_checkpoint_from_before_the_new_fields_resumes(tmp_path, cache, one_th
     assert ModelConfig.from_dict(state['config']).qk_norm is False
     with pytest.raises(ValueError, match="optimizer \\('adamw', now 'muon'\\)"):
         check_resumable(state, config(['--max_steps', '30', '--optimizer', 'muon', '--run_name', 'old'], tmp_path, cache), 'old')
+
+
+def test_qk_norm_kv_cache_decoding_matches_full_forward(one_thread):
+    "The KV-cache path applies QK-norm as the layer does: greedy decoding with and without the cache agrees, and so do the logits."
+    from llmcourse.generate import generate
+    from llmcourse.accounting import param_counts
+    cfg = dict(vocab_size=300, context_length=32, d_model=32, num_layers=2, num_heads=2, d_ff=64, qk_norm=True)
+    torch.manual_seed(0)
+    model = ModelConfig(**cfg).build().eval()
+    for m in model.modules():  # gains away from 1, so that a missing norm would show
+        if getattr(m, 'q_norm', None) is not None: torch.nn.init.normal_(m.q_norm.weight, 1, 0.5); torch.nn.init.normal_(m.k_norm.weight, 1, 0.5)
+    prompt = [5, 17, 42, 7]
+    assert generate(model, prompt, 12, temperature=0, use_cache=True) == generate(model, prompt, 12, temperature=0, use_cache=False)
+    assert param_counts(cfg)['total'] == sum(p.numel() for p in model.parameters())

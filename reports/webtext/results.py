@@ -9,7 +9,8 @@ Run from the repository root with the web text prepared (`python reports/webtext
 checkpoint on the same 128 held-out windows the run evaluated, the bytes those targets span (hence bits per byte), the errors
 by kind of token; the entropy and compressibility of each corpus; each tokenizer's compression; samples. `leaderboard`
 summarizes the fixed-compute runs (sweeps `leaderboard`, `leaderboard_final`): per variant the seeds' final losses, their
-mean, spread (max - min) and difference from the baseline, the steps and CPU seconds.
+mean, spread (max - min) and difference from the baseline, the steps and CPU seconds; and the quiet-machine check
+(sweep `leaderboard_quiet`, seed 1 of four recipes).
 """
 import collections, json, lzma, math, sys, time, unicodedata
 from pathlib import Path
@@ -158,7 +159,10 @@ def leaderboard() -> dict:
                     'mean_steps': float(np.mean([r['step'] for r in rs])), 'mean_tokens': float(np.mean([r['tokens'] for r in rs])),
                     'mean_train_cpu_s': float(np.mean([r['train_time_s'] or 0 for r in rs])),
                     'mean_wall_s': float(np.mean([r['wall_time_s'] or 0 for r in rs]))}
-    return {'budget_cpu_s': 45, 'baseline_mean_val_loss': base_mean, 'baseline_runs': len(base), 'variants': table,
+    quiet = {r['variant']: {'run': 'leaderboard_quiet/' + r['run'], 'final_val_loss': r['final_val_loss'], 'steps': r['step'],
+                            'train_cpu_s': r['train_time_s'], 'wall_s': r['wall_time_s']}
+             for r in (_summaries('leaderboard_quiet') if (SWEEPS / 'leaderboard_quiet' / 'sweep.json').exists() else [])}
+    return {'budget_cpu_s': 45, 'baseline_mean_val_loss': base_mean, 'quiet_machine_seed1': quiet, 'baseline_runs': len(base), 'variants': table,
             'not_finished': [r['sweep'] + '/' + r['run'] for r in rows if r not in done],
             'total_train_cpu_s': float(sum(r['train_time_s'] or 0 for r in rows)),
             'total_wall_s_summed_over_runs': float(sum(r['wall_time_s'] or 0 for r in rows))}
