@@ -205,15 +205,15 @@ class GELUFFN(nn.Module):
         return self.w2(gelu(self.w1(x)))  # (..., d_model)
 
 # %% ../nbs/01_layers.ipynb #3ab03831
-def _rotate_complex(x, cos, sin):  # the same rotation as the real form: pairs as complex numbers times e^{i m θ}
-    dtype = torch.promote_types(x.dtype, cos.dtype)
-    pairs = x.to(dtype).unflatten(-1, (-1, 2))                                    # (..., seq, d_k/2, 2)
+def _rotate_complex(x, rot):  # the same rotation as the real form: pairs as complex numbers times rot = e^{i m θ}
+    pairs = x.to(torch.promote_types(x.dtype, rot.real.dtype)).unflatten(-1, (-1, 2))   # (..., seq, d_k/2, 2)
     if pairs.stride(-1) != 1 or any(s % 2 for s in pairs.stride()[:-1]): pairs = pairs.contiguous()
-    rotated = torch.view_as_complex(pairs) * torch.complex(cos.to(dtype), sin.to(dtype))  # (..., seq, d_k/2)
+    rotated = torch.view_as_complex(pairs) * rot                                  # (..., seq, d_k/2)
     return torch.view_as_real(rotated).flatten(-2).to(x.dtype)                    # (..., seq, d_k)
 
 class RotaryPositionalEmbedding(nn.Module):
     "Rotary position embedding: rotate the interleaved pairs (x[2i], x[2i+1]) by position · theta^(-2i/d_k)."
+    complex_on_cpu = True  # the complex spelling on a CPU in eager mode; False: the real form everywhere, as a GPU runs it
     def __init__(self,
                  theta: float,     # the base Θ of the angle frequencies (10,000 in RoFormer and LLaMA)
                  d_k: int,         # size of the vectors to rotate (the head size); must be even
@@ -229,16 +229,21 @@ class RotaryPositionalEmbedding(nn.Module):
         cos, sin = self._tables(device, torch.float64 if dtype == torch.float64 else torch.float32)
         self.register_buffer('cos', cos, persistent=False)
         self.register_buffer('sin', sin, persistent=False)
+        self.register_buffer('rot', self._complex_table(), persistent=False)
 
     def _tables(self, device, dtype):  # cos and sin of position · θ_i, computed in float64: (max_seq_len, d_k/2) each
         inv_freq = self.theta ** (-torch.arange(0, self.d_k, 2, dtype=torch.float64) / self.d_k)       # (d_k/2,)
         angles = torch.arange(self.max_seq_len, dtype=torch.float64)[:, None] * inv_freq[None]      # (max_seq_len, d_k/2)
         return angles.cos().to(device=device, dtype=dtype), angles.sin().to(device=device, dtype=dtype)
 
+    def _complex_table(self):  # cos + i sin, for the CPU's complex spelling; None elsewhere (not every backend has complex)
+        return torch.complex(self.cos, self.sin) if self.cos.device.type == 'cpu' else None
+
     def _apply(self, fn, recurse=True):
         # `model.to(torch.bfloat16)` would round the tables to 8 bits of mantissa: rebuild them in float32 on the new device
         super()._apply(fn, recurse)
         if self.cos.dtype in (torch.float16, torch.bfloat16): self.cos, self.sin = self._tables(self.cos.device, torch.float32)
+        self.rot = self._complex_table()  # follows the real tables' device and dtype
         return self
 
     def forward(self,
@@ -249,14 +254,15 @@ class RotaryPositionalEmbedding(nn.Module):
         seq = x.shape[-2]
         if token_positions is None:
             if seq > self.max_seq_len: raise ValueError(f"sequence length {seq} exceeds max_seq_len={self.max_seq_len}")
-            cos, sin = self.cos[:seq], self.sin[:seq]                              # (seq, d_k/2)
+            at = slice(seq)                                                        # the first seq positions
         else:
-            pos = token_positions
-            if pos.ndim < x.ndim - 1:  # e.g. (batch, seq) for x (batch, heads, seq, d_k): broadcast over the missing dims
-                pos = pos.reshape(*pos.shape[:-1], *[1] * (x.ndim - 1 - pos.ndim), pos.shape[-1])
-            cos, sin = self.cos[pos], self.sin[pos]                                # (..., seq, d_k/2)
+            at = token_positions
+            if at.ndim < x.ndim - 1:  # e.g. (batch, seq) for x (batch, heads, seq, d_k): broadcast over the missing dims
+                at = at.reshape(*at.shape[:-1], *[1] * (x.ndim - 1 - at.ndim), at.shape[-1])
         # bf16/fp16 inputs are promoted to the float32 tables for the rotation, then cast back
-        if x.device.type == 'cpu' and not torch.compiler.is_compiling(): return _rotate_complex(x, cos, sin)
+        if self.complex_on_cpu and self.rot is not None and x.device.type == 'cpu' and not torch.compiler.is_compiling():
+            return _rotate_complex(x, self.rot[at])                                # (..., seq, d_k)
+        cos, sin = self.cos[at], self.sin[at]                                      # (seq | ..., seq, d_k/2)
         x1, x2 = x[..., 0::2], x[..., 1::2]                                        # (..., seq, d_k/2)
         out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)     # (..., seq, d_k/2, 2)
         return out.flatten(-2).to(x.dtype)                                         # (..., seq, d_k)
