@@ -115,6 +115,24 @@ def bench_ours(cfg, batch_size, device, dtype, compile_, warmup, steps):
     return step, sum(p.numel() for p in model.parameters()), breakdown
 
 
+def hf_step(model, cfg, batch_size, device, dtype, compile_, warmup):
+    "A training step of a transformers causal LM (torch's AdamW, F.cross_entropy, clipping), after `warmup` untimed steps."
+    model = model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
+                            fused=device.type == 'cuda')
+    net = torch.compile(model) if compile_ else model
+    amp, nb = autocast_for(device, dtype), batches(cfg, batch_size, device)
+    def step():
+        x, y = nb()
+        with amp: logits = net(input_ids=x).logits
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step(); opt.zero_grad(set_to_none=True)
+    for _ in range(warmup): step()
+    return step, sum(p.numel() for p in model.parameters())
+
+
 def bench_hf(cfg, batch_size, device, dtype, compile_, warmup, steps):
     try: from transformers import LlamaConfig, LlamaForCausalLM
     except ImportError: return None
@@ -124,20 +142,7 @@ def bench_hf(cfg, batch_size, device, dtype, compile_, warmup, steps):
                        num_key_value_heads=cfg['num_heads'], max_position_embeddings=cfg['context_length'],
                        rope_theta=cfg['rope_theta'], tie_word_embeddings=False, attention_bias=False, mlp_bias=False)
     conf._attn_implementation = 'sdpa'
-    model = LlamaForCausalLM(conf).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
-                            fused=device.type == 'cuda')
-    net = torch.compile(model) if compile_ else model
-    amp, nb = autocast_for(device, dtype), batches(cfg, batch_size, device)
-    def step():
-        x, y = nb()
-        with amp: logits = net(input_ids=x).logits
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step(); opt.zero_grad(set_to_none=True)
-    for _ in range(warmup): step()
-    return step, sum(p.numel() for p in model.parameters())
+    return hf_step(LlamaForCausalLM(conf), cfg, batch_size, device, dtype, compile_, warmup)
 
 
 def bench_gpt2(cfg, batch_size, device, dtype, compile_, warmup, steps):
@@ -145,23 +150,10 @@ def bench_gpt2(cfg, batch_size, device, dtype, compile_, warmup, steps):
     except ImportError: return None
     torch.manual_seed(0)
     conf = GPT2Config(vocab_size=cfg['vocab_size'], n_positions=cfg['context_length'], n_embd=cfg['d_model'],
-                      n_layer=cfg['num_layers'], n_head=cfg['num_heads'], n_inner=4 * cfg['d_model'], bos_token_id=0, eos_token_id=0,
-                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True)
+                      n_layer=cfg['num_layers'], n_head=cfg['num_heads'], n_inner=4 * cfg['d_model'], bos_token_id=0,
+                      eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True)
     conf._attn_implementation = 'sdpa'
-    model = GPT2LMHeadModel(conf).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
-                            fused=device.type == 'cuda')
-    net = torch.compile(model) if compile_ else model
-    amp, nb = autocast_for(device, dtype), batches(cfg, batch_size, device)
-    def step():
-        x, y = nb()
-        with amp: logits = net(input_ids=x).logits
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step(); opt.zero_grad(set_to_none=True)
-    for _ in range(warmup): step()
-    return step, sum(p.numel() for p in model.parameters())
+    return hf_step(GPT2LMHeadModel(conf), cfg, batch_size, device, dtype, compile_, warmup)
 
 
 GPT2_LAYOUT = lambda cfg: {**cfg, 'ffn': 'silu', 'd_ff': 4 * cfg['d_model']}  # GPT-2's MLP for the FLOP count: 2 matrices, 4·d
