@@ -214,9 +214,9 @@ class _BatchMerger(_Merger):
 
 # %% ../nbs/00b_fast_encoding.ipynb #b0000020
 class _Cache(defaultdict):
-    "key -> list of ids. A missing key gets an empty list, made in C (no Python call); `new()` reads back the keys added since."
-    def __init__(self, items=()):
-        super().__init__(list, items)
+    "key -> list of ids. A missing key gets a new list from `make` (empty), made in C (no Python call); `new()` reads back the keys added since."
+    def __init__(self, items=(), make=list):
+        super().__init__(make, items)
         self.seen = len(self)                            # the keys before this one were handed out by `new()` already
         self.unfit = 0                                   # (word cache) cached words that can't be encoded on their own
 
@@ -233,10 +233,10 @@ class _Cache(defaultdict):
             self.pop(key, None)
         self.seen = len(self)
 
-def _flatten(lists) -> list[int]:
-    "Concatenate lists of ids: `+=` onto one list copies each without making an iterator (faster than `chain` on short lists)."
+def _flatten(lists, out: list | None = None) -> list[int]:
+    "Concatenate lists of ids (onto `out`): `+=` onto one list copies each without making an iterator (faster than `chain` on short lists)."
     # `iconcat` is `+=` for sequences: it goes straight to the list's concatenation, where `iadd` first tries number addition
-    return reduce(operator.iconcat, lists, [])
+    return reduce(operator.iconcat, lists, [] if out is None else out)
 
 def _split_keep(text: str, sep: str) -> list[str]:
     "`re.split` with a capturing group for a single literal separator, using the faster `str.split`."
@@ -254,10 +254,10 @@ class _PretokenEncoder(_BatchMerger):
         self._whole = {}                                 # the cache starts with every token that is a whole pre-token
         for b, ids in tok._whole.items():                # (their one-id lists are shared: a cached list is never changed)
             try:
-                self._whole[b.decode('utf-8')] = ids
+                self._whole[b.decode('utf-8')] = tuple(ids)
             except UnicodeDecodeError:                   # (part of a character: never a pre-token)
                 pass
-        self._whole.update({(s,): [i] for s, i in self._special_ids.items()})   # a special token's key is a 1-tuple
+        self._whole.update({(s,): (i,) for s, i in self._special_ids.items()})   # a special token's key is a 1-tuple
         self._cache = _Cache(self._whole)                # pre-token -> ids
         self._cache_max = 1 << 19                        # new entries a cache may hold before it starts over
 
@@ -297,11 +297,10 @@ class _PretokenEncoder(_BatchMerger):
         return _flatten(vals)
 
     def _encode_many(self, texts: list[str]) -> list:
-        "Ids of each text (as an iterable): pre-tokenized one by one, but looked up and merged all in one batch."
+        "Ids of each text, as an iterable to read after the caller's `_fill` has merged the new pre-tokens."
         pre = pretokenize if _has_astral(''.join(texts)) else _bmp_re.findall
         keys = [self._keys(t, pre) for t in texts]
         vals = list(map(self._cache.__getitem__, chain.from_iterable(keys)))
-        self._fill(self._cache)
         bounds = list(accumulate(map(len, keys), initial=0))   # text i's pre-tokens are vals[bounds[i]:bounds[i + 1]]
         return [chain.from_iterable(vals[a:b]) for a, b in zip(bounds, bounds[1:])]
 
@@ -309,12 +308,14 @@ class _PretokenEncoder(_BatchMerger):
 _AFTER_UNFIT_WORD = re.compile(r' (?<=\s\s)')             # in ' ' + ' '.join(words): the space after an empty or whitespace-ended word
 _NOT_SPACE = frozenset(range(128)) - frozenset(b' \t\n\x0b\x0c\r')   # ASCII bytes that aren't White_Space
 _EMPTY = []                                              # the list of a word that can't be encoded on its own
+_PENDING = object()                                      # holds a new word's place in its list until the call's merges are done
+_pending_list = [_PENDING].copy                          # a new word's list, made in C: not empty, so not taken for an unfit word
 
 class _WordFiller(_PretokenEncoder):
     "The word cache: space-separated words of repetitive text, each with its ids; new words filled in one batch."
     def __init__(self, tok):
         super().__init__(tok)
-        self._words = _Cache()                           # UTF-8 word -> ids of ' ' + word (of the word alone if it starts with '\n')
+        self._words = _Cache(make=_pending_list)         # UTF-8 word -> ids of ' ' + word (of the word alone if it starts with '\n')
         self._nl = not any('\n' in s for s in self.special_tokens)   # words may be cut before every newline
         # An empty word (two spaces) or a lone newline between two cached words is one token, when the next word starts with a
         # character that is no whitespace and starts no special token (else the whitespace would join a longer pre-token).
@@ -324,28 +325,28 @@ class _WordFiller(_PretokenEncoder):
         self._space_in_special = any(' ' in s for s in self.special_tokens)
 
     def _without_unfit(self, new: list[bytes], joined: str) -> tuple[list[bytes], str]:
-        "Drop the new words that can't be encoded alone (empty, or ending in whitespace) from `new` and from their joined text."
+        "Empty the lists of the new words that can't be encoded alone (empty, or ending in whitespace); drop them from `new` and `joined`."
         ends = [m.start() for m in _AFTER_UNFIT_WORD.finditer(joined)]
         if joined[-1].isspace():
             ends.append(len(joined))
         if not ends:
             return new, joined
-        self._words.unfit += len(ends)                   # they keep their empty lists
+        self._words.unfit += len(ends)                   # their lists stay empty
         spans = [(joined.rfind(' ', 0, e), e) for e in ends]   # each with the space before it
+        unfit = [joined[s + 1:e].encode('utf-8') for s, e in spans]
+        for word in unfit:
+            self._words[word].clear()
         if len(spans) <= 16:                             # the usual few: cut them out of the joined text
-            for s, e in reversed(spans):
-                new.remove(joined[s + 1:e].encode('utf-8'))
+            for word, (s, e) in zip(reversed(unfit), reversed(spans)):
+                new.remove(word)
                 joined = joined[:s] + joined[e:]
             return new, joined
-        unfit = {joined[s + 1:e].encode('utf-8') for s, e in spans}   # many (CR LF text): a set, and join again
+        unfit = set(unfit)                               # many (CR LF text): a set, and join again
         new = [w for w in new if w not in unfit]
         return new, ' ' + b' '.join(new).decode('utf-8')
 
-    def _fill_words(self, new: list[bytes]):
-        "Fill the lists of new words: all pre-tokenized as one text, looked up and merged in one batch, then regrouped."
-        new, joined = self._without_unfit(new, ' ' + b' '.join(new).decode('utf-8'))   # every word after its space
-        if not new:
-            return
+    def _fill_words(self, new: list[bytes], joined: str):
+        "Fill the lists of the new words `new` (`joined`: ' ' + each word): pre-tokenized as one text, looked up, merged in one batch, regrouped."
         lists = list(map(self._words.__getitem__, new))
         if self._nl:                                     # a word that starts with a newline has no space before it
             joined = joined.replace(' \n', '\n')
@@ -357,7 +358,7 @@ class _WordFiller(_PretokenEncoder):
         word_start = ' \n' if self._nl else ' '
         starts = [key[0] in word_start for key in keys]
         for ids, first in zip(lists, compress(vals, starts)):
-            ids.extend(first)
+            ids[:] = first                               # (in place of _PENDING)
         if len(keys) > len(new):
             rest = [not s for s in starts]
             owner = compress(accumulate(starts), rest)   # how many words started up to each other pre-token
@@ -379,11 +380,27 @@ def _empty_positions(vals: list, start: int) -> list[int]:
 # before one encodes piece by piece to the same ids. (Python's `\S` excludes a little more than Unicode's White_Space: safe.)
 _PIECE_CUT = re.compile(r'(?<=\S) ')
 
-class _WordEncoder(_WordFiller):
-    "The word path: text cut into words at spaces, each looked up; what no cached word covers is encoded as text."
+class _WordSplitter(_WordFiller):
+    "Text cut into pieces, a piece into words; the stretches of words that no cached word covers."
     # Long text goes through the word path in pieces of about this many characters: a piece's words (a bytes object each)
     # are freed before the next piece is split, so the next piece's words reuse that memory instead of fresh pages.
     _piece_chars = 1 << 18
+    _head_chars = 1 << 16                                # the first piece, which tells whether the text repeats its words
+
+    def _cut(self, text: str, start: int) -> int:
+        "Where the piece of `text` from `start` ends: at a space after `_head_chars` characters for the first, `_piece_chars` after."
+        cut = _PIECE_CUT.search(text, start + (self._piece_chars if start else min(self._head_chars, self._piece_chars)))
+        return cut.start() if cut else len(text)
+
+    def _split(self, text: str) -> tuple[bytes, list[bytes]]:
+        "`text` in UTF-8 with a space before each newline (when words may be cut there), and its words: the parts between spaces."
+        data = text.encode('utf-8')
+        # A newline after a non-space is a pre-token boundary too: a space put before every newline cuts "end.\nThe" into
+        # the words "end." and "\nThe", which repeat far more often than the pair.
+        if self._nl:
+            data = data.replace(b'\n', b' \n')
+        return data, data.split(b' ')
+
     def _stretches(self, words: list[bytes], vals: list) -> list[tuple[int, int]]:
         "(first, last) words of each stretch to encode as text: the first word, and each word with no ids of its own, up to the next cached word."
         starts = [0] + (_empty_positions(vals, 1) if self._words.unfit else [])
@@ -403,32 +420,55 @@ class _WordEncoder(_WordFiller):
             spans.append((j, end))
         return spans
 
-    def _encode_words(self, text: str) -> list[int]:
-        "Ids of `text` by the word path, a piece of about `_piece_chars` characters at a time."
-        if len(text) <= self._piece_chars:
-            return self._encode_piece(text)
-        out, start = [], 0
-        while start < len(text):
-            cut = _PIECE_CUT.search(text, start + self._piece_chars)
-            end = cut.start() if cut else len(text)
-            out += self._encode_piece(text[start:end])
-            start = end
+# %% ../nbs/00b_fast_encoding.ipynb #b0000026a
+def _repetitive(data: bytes, words: list[bytes], n_new: int) -> bool:
+    "Whether the word cache pays off on text that starts like `data` (its `words`, `n_new` of them new): on stories, not on web text."
+    n = len(words)
+    stretches = data.count(b'\r ') + data.count(b'\t ')   # words ending in a tab or CR (CR LF text) can't stand alone
+    return n >= 64 and words.count(b'') < n // 16 and stretches < n // 128 and n_new <= n // 4
+
+class _WordEncoder(_WordSplitter):
+    "The word path: each piece's words looked up, new ones filled once for all pieces; what no cached word covers encoded as text."
+    def _encode_words(self, text: str, # text without a special token holding a space
+                      decide: bool = True, # give up (None, no cache changed) if the first piece doesn't repeat its words
+                     ) -> list[int] | None:
+        "Ids of `text` by the word path, piece by piece, with one fill for all pieces' new words."
+        pieces, new, fit, joined = [], [], [], []         # each piece's lists; its new words, those that stand alone, their text
+        try:
+            start = 0
+            while start < len(text):
+                end = self._cut(text, start)
+                vals = self._look_up_piece(text[start:end], new, fit, joined, decide and not start)
+                if vals is None:                         # web text: the pre-token path will do better
+                    self._words.drop(new)
+                    return None
+                pieces.append(vals)
+                start = end
+            if fit:
+                self._fill_words(fit, ''.join(joined))
+            else:
+                self._fill(self._cache)                  # (the stretches' new pre-tokens)
+        except BaseException:                            # no list may stay behind unfilled
+            self._words.drop(new)
+            self._cache.drop(self._cache.new())
+            raise
+        out = []
+        for vals in pieces:
+            _flatten(vals, out)
         return out
 
-    def _encode_piece(self, text: str) -> list[int]:
-        "Ids of `text` word by word: one `bytes.split` and one lookup per word instead of the regular expression."
-        data = text.encode('utf-8')
-        # A newline after a non-space is a pre-token boundary too: a space put before every newline cuts "end.\nThe" into
-        # the words "end." and "\nThe", which repeat far more often than the pair.
-        words = (data.replace(b'\n', b' \n') if self._nl else data).split(b' ')
-        vals = list(map(self._words.__getitem__, words))   # new words get empty lists, filled below
-        new = self._words.new()
-        if new:
-            try:
-                self._fill_words(new)
-            except BaseException:
-                self._words.drop(new)
-                raise
+    def _look_up_piece(self, text: str, new: list, fit: list, joined: list, decide: bool) -> list | None:
+        "The ids of each word of `text` (new words' lists filled later, stretches' read lazily); None if `decide` finds too few repeats."
+        data, words = self._split(text)
+        vals = list(map(self._words.__getitem__, words))   # new words get lists holding _PENDING, filled at the end
+        added = self._words.new()
+        new += added
+        if decide and not _repetitive(data, words, len(added)):
+            return None
+        if added:
+            added, text_of_added = self._without_unfit(added, ' ' + b' '.join(added).decode('utf-8'))
+            fit += added
+            joined.append(text_of_added)
         spans = self._stretches(words, vals)
         texts = []
         for j, end in spans:
@@ -439,7 +479,7 @@ class _WordEncoder(_WordFiller):
         for (j, end), ids in zip(spans, self._encode_many(texts)):
             vals[j] = ids
             vals[j + 1:end + 1] = [()] * (end - j)
-        return _flatten(vals)
+        return vals
 
 # %% ../nbs/00b_fast_encoding.ipynb #b0000029
 class FastEncoder(_WordEncoder):
@@ -450,24 +490,18 @@ class FastEncoder(_WordEncoder):
         self._lock = threading.Lock()                    # the caches' new keys are shared state: one encode at a time
 
     def _use_words(self, text: str) -> bool:
-        "A cheap look at the start: the word cache pays off on text that repeats its words (stories), not on web text."
-        if self._space_in_special:                       # a special token holding a space could span two words
+        "Whether `encode` takes the word path for `text`: its first piece repeats its words (a look that changes no cache)."
+        if self._space_in_special:
             return False
-        data = text[:1 << 16].encode('utf-8')
-        if self._nl:
-            data = data.replace(b'\n', b' \n')
-        head = data.split(b' ')
-        # Words ending in a tab or a carriage return (CR LF text) can't stand alone: each starts a stretch.
-        stretches = data.count(b'\r ') + data.count(b'\t ')
-        return (len(head) >= 64 and head.count(b'') < len(head) // 16 and stretches < len(head) // 128
-                and len(set(head).difference(self._words)) <= len(head) // 4)
+        data, words = self._split(text[:self._cut(text, 0)])
+        return _repetitive(data, words, len(set(words).difference(self._words)))
 
     def _bound_caches(self):
         "Start a cache over once it holds too many new entries: memory stays bounded on endless new text."
         if len(self._cache) - len(self._whole) > self._cache_max:
             self._cache = _Cache(self._whole)
         if len(self._words) > self._cache_max:
-            self._words = _Cache()
+            self._words = _Cache(make=_pending_list)
 
     def encode(self, text: str, # text to encode (lone surrogates raise UnicodeEncodeError: `Tokenizer.encode` replaces them)
               ) -> list[int]:
@@ -478,9 +512,8 @@ class FastEncoder(_WordEncoder):
             gc.disable()
             try:
                 self._bound_caches()
-                if self._use_words(text):
-                    return self._encode_words(text)
-                return self._encode_pretokens(text)
+                ids = None if self._space_in_special else self._encode_words(text)   # (a special token with a space could span words)
+                return self._encode_pretokens(text) if ids is None else ids
             finally:
                 if collecting:
                     gc.enable()
