@@ -19,7 +19,7 @@ from .checkpoint import (checkpoint_files, copy_checkpoint, load_model_from_run,
 from .data import corpus_path, get_batch, load_tokens, sidecar_path, tinystories_sample, tokenize_file, validation_batches
 from .files import EOT, atomic_copy, atomic_write, read_text, remove_temporary_files
 from .generate import generate
-from .layers import ModelConfig, pick_device
+from .layers import ModelConfig, moe_aux_loss, pick_device
 from .optim import AdamW, EarlyStopping, MuonAdamW, ReduceLROnPlateau, cross_entropy, gradient_clipping, lr_cosine_schedule, lr_wsd_schedule, muon_split
 from .tokenizer import Tokenizer, train_bpe
 try: import fcntl  # POSIX file locks (Linux, macOS); on Windows the run folder is not locked
@@ -57,6 +57,8 @@ class TrainConfig(ModelConfig):
     weight_decay: float = 0.1        # decoupled weight decay, on matrices only (not norm gains)
     grad_clip: float = 1.0           # max global gradient l2 norm; 0 = off
     z_loss: float = 0.0              # coefficient of the log-partition (z) loss; 0 = off
+    moe_balance: float = 0.01        # with num_experts: weight of the routers' load-balancing loss (Switch: 0.01); 0 = off
+    moe_z_loss: float = 0.0          # with num_experts: weight of the routers' z-loss (ST-MoE: 0.001); 0 = off
     # --- schedule
     max_steps: int = 400             # optimizer steps
     schedule: Literal['cosine', 'plateau', 'constant', 'wsd'] = 'cosine'  # after warmup: cosine decay, cut on plateau, flat, or warmup-stable-decay
@@ -195,7 +197,7 @@ def validate(cfg: TrainConfig, # the config to check
               'max_steps', 'eval_every', 'eval_batches', 'log_every'):
         need(getattr(cfg, k) > 0, k, "must be positive")
     for k in ('warmup_steps', 'cosine_steps', 'early_stop_patience', 'plateau_patience', 'checkpoint_every', 'keep_every',
-              'sample_tokens', 'threads', 'grad_clip', 'z_loss', 'weight_decay', 'min_lr', 'min_delta', 'eps'):
+              'sample_tokens', 'threads', 'grad_clip', 'z_loss', 'moe_balance', 'moe_z_loss', 'weight_decay', 'min_lr', 'min_delta', 'eps'):
         need(getattr(cfg, k) >= 0, k, "must not be negative")
     need(cfg.vocab_size >= 257, 'vocab_size', f"must be at least 257 (256 bytes + {EOT})")
     need(cfg.d_model % cfg.num_heads == 0, 'd_model', f"must be a multiple of num_heads={cfg.num_heads}")
@@ -448,8 +450,9 @@ def train_step(model: nn.Module, # the model (maybe compiled / DDP-wrapped)
                grad_clip: float = 0.0, # max gradient l2 norm; 0 = off
                z_loss: float = 0.0, # z-loss coefficient
                amp: contextlib.AbstractContextManager | None = None, # autocast context (autocast_for)
+               aux_loss: Callable[[], torch.Tensor] | None = None, # an extra loss of each forward pass, for the gradient only (MoE's)
               ) -> torch.Tensor:
-    "One optimizer step over `grad_accum` micro-batches; returns the mean loss as a 0-d tensor (no device sync)."
+    "One optimizer step over `grad_accum` micro-batches; returns the mean loss (without `aux_loss`) as a 0-d tensor (no device sync)."
     if lr is not None:
         for g in optimizer.param_groups: g['lr'] = lr * g.get('lr_mult', 1.0)  # lr_mult: muP's per-layer rates (notebook 09)
     total = None
@@ -459,7 +462,7 @@ def train_step(model: nn.Module, # the model (maybe compiled / DDP-wrapped)
         with (model.no_sync() if skip_sync else contextlib.nullcontext()):
             with amp or contextlib.nullcontext():
                 loss = cross_entropy(model(x), y, z_loss=z_loss)  # logits (b, T, vocab_size) -> scalar
-            (loss / grad_accum).backward()
+            ((loss if aux_loss is None else loss + aux_loss()) / grad_accum).backward()
         total = loss.detach() if total is None else total + loss.detach()
     if grad_clip > 0: gradient_clipping(model.parameters(), grad_clip)
     optimizer.step()
@@ -945,6 +948,8 @@ def run_loop(cfg: TrainConfig, # the run's config
             ) -> str | None:
     "Train until max_steps or the time budget, an early stop, a stop signal or divergence; sets `st.status`; returns why it diverged, or None."
     amp, ckpt = autocast_for(device, dtype), cfg.run_dir / 'ckpt_last.pt'
+    routed = cfg.num_experts is not None and (cfg.moe_balance or cfg.moe_z_loss)   # the routers' losses join the gradient
+    aux = (lambda: moe_aux_loss(net, cfg.moe_balance, cfg.moe_z_loss)) if routed else None
     bar = tqdm(total=cfg.max_steps, initial=st.step, disable=rank != 0 or not sys.stderr.isatty(),  # a bar only on a terminal
                dynamic_ncols=True, desc=cfg.run_name, mininterval=1)
     pending = []  # the losses of the steps since the last sync, left on the device
@@ -956,7 +961,7 @@ def run_loop(cfg: TrainConfig, # the run's config
             end = (budget_horizon(st.step, st.budget_spent, cfg.time_budget, cfg.warmup_steps, cfg.max_steps) if cfg.time_budget
                    else cfg.cosine_steps or cfg.max_steps)
             lr = scheduled_lr(st.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, end, cfg.schedule, cfg.wsd_decay)
-            pending.append(train_step(net, st.optimizer, lambda: next(st.sampler), cfg.grad_accum, lr, cfg.grad_clip, cfg.z_loss, amp))
+            pending.append(train_step(net, st.optimizer, lambda: next(st.sampler), cfg.grad_accum, lr, cfg.grad_clip, cfg.z_loss, amp, aux))
             st.step += 1
             step = st.step
             # the budget counts whole steps with their syncs (where a GPU's queued work is waited for), not evaluations or checkpoints

@@ -147,6 +147,17 @@ def test_end_to_end_run(tmp_path, cache):
         assert (d / f).stat().st_mode & 0o777 == 0o644, f
 
 
+def test_moe_runs_train_with_the_routers_losses(tmp_path, cache):
+    "A mixture-of-experts run adds moe_balance x the balance loss to its gradient: the routers end elsewhere than without it."
+    def router(balance):
+        s = train(config(['--num_experts', '2', '--max_steps', '3', '--warmup_steps', '1', '--eval_every', '3', '--moe_balance', balance,
+                          '--run_name', f'moe_{balance}'], tmp_path, cache), log=quiet)
+        return load_model_from_run(s['run_dir'])[0].layers[0].ffn.router.weight
+    assert not torch.equal(router('0'), router('0.5'))
+    with pytest.raises(ValueError, match='for moe_balance: must not be negative'):
+        train(config(['--num_experts', '2', '--moe_balance', '-1'], tmp_path, cache), log=quiet)
+
+
 def test_resume_after_kill_9_equals_uninterrupted(tmp_path, cache):
     args = ['--max_steps', '120', '--eval_every', '10', '--checkpoint_every', '20', '--sample_tokens', '4']
     run(args + ['--run_name', 'straight'], tmp_path, cache)
