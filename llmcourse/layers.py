@@ -547,6 +547,7 @@ class ModelConfig:
         from .baselines import build_baseline  # imported here: llmcourse.baselines builds on this module
         return build_baseline(self, device=device, dtype=dtype)
 
+# %% ../nbs/01_layers.ipynb #a1c0f1f0
 SIZE_FIELDS = tuple(k for k in ModelConfig.field_names()   # the fields that size the model, required in a config
                     if k not in ModelConfig.switches() and k not in ModelConfig.optional_fields())
 

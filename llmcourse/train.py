@@ -188,6 +188,7 @@ def parse_mix(spec: str, # 'SOURCE=WEIGHT,...', e.g. 'tinystories_sample=0.75,co
     if not total > 0: raise ValueError(f"train_mix: the weights sum to {total:g}: they must sum to a positive number")
     return {s: w / total for s, w in mix.items()}
 
+# %% ../nbs/04_training.ipynb #6c1d2f81
 def validate(cfg: TrainConfig, # the config to check
             ) -> TrainConfig:
     "Check value ranges and relations between fields; a ValueError names the offending key."
@@ -830,6 +831,7 @@ def build_state(cfg: TrainConfig, # the run's config
                BatchSampler(train_tokens, cfg.batch_size, cfg.context_length, cfg.seed, rank, world, device))
     return RunState(model, optimizer, sampler, plateau, stopper)
 
+# %% ../nbs/04_training.ipynb #0d5e2b7d
 @torch.no_grad()
 def evaluate(model: nn.Module, # the model (maybe compiled)
              val_tokens: np.ndarray, # the validation tokens
