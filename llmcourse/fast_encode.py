@@ -386,6 +386,7 @@ class _WordSplitter(_WordFiller):
     # are freed before the next piece is split, so the next piece's words reuse that memory instead of fresh pages.
     _piece_chars = 1 << 18
     _head_chars = 1 << 16                                # the first piece, which tells whether the text repeats its words
+    _fill_every = 16                                     # pieces whose lists wait for one fill: memory stays bounded on long text
 
     def _cut(self, text: str, start: int) -> int:
         "Where the piece of `text` from `start` ends: at a space after `_head_chars` characters for the first, `_piece_chars` after."
@@ -432,8 +433,8 @@ class _WordEncoder(_WordSplitter):
     def _encode_words(self, text: str, # text without a special token holding a space
                       decide: bool = True, # give up (None, no cache changed) if the first piece doesn't repeat its words
                      ) -> list[int] | None:
-        "Ids of `text` by the word path, piece by piece, with one fill for all pieces' new words."
-        pieces, new, fit, joined = [], [], [], []         # each piece's lists; its new words, those that stand alone, their text
+        "Ids of `text` by the word path, piece by piece, with one fill for the new words of up to `_fill_every` pieces."
+        out, pieces, new, fit, joined = [], [], [], [], []   # the waiting pieces' lists, their new words, those that stand alone, and their text
         try:
             start = 0
             while start < len(text):
@@ -444,17 +445,18 @@ class _WordEncoder(_WordSplitter):
                     return None
                 pieces.append(vals)
                 start = end
-            if fit:
-                self._fill_words(fit, ''.join(joined))
-            else:
-                self._fill(self._cache)                  # (the stretches' new pre-tokens)
+                if len(pieces) == self._fill_every or start == len(text):
+                    if fit:
+                        self._fill_words(fit, ''.join(joined))
+                    else:
+                        self._fill(self._cache)          # (the stretches' new pre-tokens)
+                    for vals in pieces:
+                        _flatten(vals, out)
+                    pieces, new, fit, joined = [], [], [], []
         except BaseException:                            # no list may stay behind unfilled
             self._words.drop(new)
             self._cache.drop(self._cache.new())
             raise
-        out = []
-        for vals in pieces:
-            _flatten(vals, out)
         return out
 
     def _look_up_piece(self, text: str, new: list, fit: list, joined: list, decide: bool) -> list | None:

@@ -130,7 +130,7 @@ def test_word_path_in_pieces(gpt2, enc, specials):
     seps = [' '] * 6 + ['  ', '   ', '\n', '\n\n', ' \n', '\n ', ' \n ', '\r\n', '\t', ' \t ', '\xa0', ' \n\n']
     for k in range(300):
         if k % 100 == 0: tok = Tokenizer(gpt2.vocab, gpt2.merges, specials)   # now and then with empty caches
-        tok._fast._piece_chars = rng.randint(1, 40)
+        tok._fast._piece_chars, tok._fast._fill_every = rng.randint(1, 40), rng.randint(1, 4)   # many pieces, several fills
         text = ''.join(rng.choice(atoms) + rng.choice(seps) for _ in range(rng.randint(1, 80)))
         text = rng.choice(['', rng.choice(seps)]) + text[:rng.choice([len(text), -1])]
         want = ref.encode(text, allowed_special='all')
