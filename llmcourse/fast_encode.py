@@ -252,7 +252,7 @@ class _PretokenEncoder(_BatchMerger):
         super().__init__(tok)
         self.special_tokens, self._special_re, self._special_ids = tok.special_tokens, tok._special_re, tok._special_ids
         self._whole = {}                                 # the cache starts with every token that is a whole pre-token
-        for b, ids in tok._whole.items():                # (their one-id lists are shared: a cached list is never changed)
+        for b, ids in tok._whole.items():                # (as tuples: one object each, and a cached value is never changed)
             try:
                 self._whole[b.decode('utf-8')] = tuple(ids)
             except UnicodeDecodeError:                   # (part of a character: never a pre-token)
