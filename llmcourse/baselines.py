@@ -83,6 +83,7 @@ class KGramMLP(nn.Module):
         for layer in self.hidden: h = self.drop(gelu(layer(h)))
         return self.lm_head(h)                                                         # (..., seq, vocab_size)
 
+# %% ../nbs/06a_baselines.ipynb #a14b007b
 class LSTMLM(nn.Module):
     "A multi-layer LSTM language model (Hochreiter & Schmidhuber 1997; Zaremba et al. 2014): embeddings, LSTM, output layer."
     uses_kv_cache = False  # its state is a recurrence, not a cache of keys: `generate` recomputes the window

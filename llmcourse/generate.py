@@ -119,6 +119,7 @@ def _cached_attention(attn: nn.Module, # the block's MultiHeadSelfAttention
     out = fused_attention(q, keys, values, mask, is_causal=mask is None and T > 1)  # (B, H, T, d_k)
     return attn.output_proj(out.transpose(1, 2).reshape(B, T, H * d_k))
 
+# %% ../nbs/05_decoding.ipynb #e41c7df1b
 def forward_cached(model: nn.Module, # a TransformerLM
                    ids: torch.Tensor, # (B, T) new tokens, following the cache's `length` filled columns
                    cache: KVCache, # extended in place
@@ -190,6 +191,7 @@ def _check_decode_args(model: nn.Module, max_new_tokens: int, temperature: float
     if seed is not None: generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     return generator
 
+# %% ../nbs/05_decoding.ipynb #d0712769b
 def _decode_steps(model: nn.Module, # a TransformerLM
                   rows: list[list[int]], # the prompts
                   max_new_tokens: int, # steps to take
@@ -311,6 +313,7 @@ def generate(model: nn.Module, # a TransformerLM
             if all(done): break
     return out[0] if single else out
 
+# %% ../nbs/05_decoding.ipynb #57931243b
 def stream_generate(model: nn.Module, # a TransformerLM
                     prompt_ids, # one prompt: list[int] or 1-D tensor
                     max_new_tokens: int, # most tokens to yield

@@ -311,6 +311,7 @@ def fused_attention(q: torch.Tensor,                    # (B, num_heads, queries
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
     return F.scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups), attn_mask=mask, is_causal=is_causal)
 
+# %% ../nbs/01_layers.ipynb #06e51456b
 class MultiHeadSelfAttention(nn.Module):
     "Causal multi-head self-attention with optional RoPE and grouped key/value heads; `q_proj`, `k_proj`, `v_proj`, `output_proj`."
     def __init__(self,
@@ -663,6 +664,7 @@ class TransformerLM(nn.Module):
         logits = self.lm_head(self.ln_final(x))  # (..., seq, vocab_size)
         return logits if self.output_mult == 1.0 else logits * self.output_mult
 
+# %% ../nbs/01_layers.ipynb #7412a3ddb
 def moe_aux_loss(model: nn.Module,          # a TransformerLM, after a forward pass
                  balance_coef: float = 0.01, # weight of the Switch load-balancing loss (Fedus et al. 2021 use 0.01)
                  z_coef: float = 0.0,        # weight of the router z-loss (Zoph et al. 2022 use 0.001)

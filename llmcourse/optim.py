@@ -125,6 +125,7 @@ def _adamw_multi_tensor(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, 
         torch._foreach_add_(denom, eps)
         torch._foreach_addcdiv_(ps, ms, denom, [-lr / (1 - beta1**t) for t in ts])
 
+# %% ../nbs/03_optimizer.ipynb #47053ffdb
 class AdamW(torch.optim.Optimizer):
     "Adam with decoupled weight decay (Loshchilov & Hutter 2019), with the arithmetic of `torch.optim.AdamW`."
     def __init__(self, params, # parameters or parameter-group dicts (each group may set its own hyperparameters)
@@ -290,6 +291,7 @@ class ReduceLROnPlateau:
         "Restore the counters."
         _load_counters(self, state_dict)
 
+# %% ../nbs/03_optimizer.ipynb #36586f4cb
 class EarlyStopping:
     "Say when to stop: after `patience` evaluations in a row without improvement, or at a non-finite loss."
     def __init__(self, patience: int = 5, # evaluations in a row without improvement before stopping, ≥ 1
