@@ -157,6 +157,10 @@ def test_encode_picks_the_word_path_for_stories_only(gpt2):
     for text, words in [(stories, True), (texts()['sotu'][:300_000], False), (stories.replace('\n', '\r\n'), False),
                         (stories.replace('. ', '.\t '), False), (stories.replace(' ', '  '), False)]:
         assert Tokenizer(gpt2.vocab, gpt2.merges, [EOT])._fast._use_words(text) == words, repr(text[:40])
+        fast = Tokenizer(gpt2.vocab, gpt2.merges, [EOT])._fast   # the decision encode makes on its first piece is the same
+        with fast._lock: ids = fast._encode_words(text)
+        assert (ids is not None) == words, repr(text[:40])
+        if ids is None: assert len(fast._words) == 0 and len(fast._cache) == len(fast._whole)   # and leaves no cache behind
 
 def test_failed_fill_caches_nothing():
     "A word that can't be encoded (a byte without a token) raises every time; it is never cached as an empty answer."
